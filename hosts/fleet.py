@@ -1,0 +1,310 @@
+"""Run a fleet of independent libvirt hosts on this one machine, with tiny real guests.
+
+Each host is its own ``libvirtd`` in a private mount namespace: private directories are bind-mounted over
+``/run/libvirt``, ``/var/lib/libvirt``, ``/etc/libvirt``, ``/var/cache/libvirt`` and ``/var/log/libvirt``,
+and the daemon listens on its own loopback TCP port, reachable as ``qemu+tcp://127.0.0.1:PORT/system``.
+Guests are 64 MiB, diskless and idle, except the CPU burner, whose boot sector is an endless ``jmp $``
+that keeps vCPU 0 at 100 %. The demo (``make run``) and the tests use different fleets (names, ports and
+directories) so they never disturb each other. Only the daemons and guests a fleet started are stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from hosts import libvirt_client
+
+BIND_MOUNTS = {
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "etc": "/etc/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+}
+
+
+class FleetError(RuntimeError):
+    """The fleet could not be brought up (a daemon did not start, a guest did not define)."""
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """One tiny guest: vCPU count, iothreads, optional pins and caps, and whether it burns CPU."""
+
+    suffix: str
+    vcpus: int = 2
+    iothreads: int = 1
+    burner: bool = False
+    vcpupin: dict[int, str] = field(default_factory=dict)
+    emulatorpin: str | None = None
+    vcpu_quota: int | None = None
+
+
+DEFAULT_GUESTS = (
+    GuestSpec("web", vcpus=2),
+    GuestSpec("db", vcpus=4, vcpupin={0: "1", 1: "1"}, emulatorpin="0"),
+    GuestSpec("batch", vcpus=3, iothreads=2),
+)
+
+
+def kvm_usable() -> bool:
+    """Return whether /dev/kvm can be opened; guests fall back to TCG otherwise."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # A zombie (state Z) has exited; only its parent has not collected it yet.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class FleetHost:
+    """One libvirt daemon of a fleet."""
+
+    fleet: Fleet
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.fleet.prefix}-host{self.index + 1}"
+
+    @property
+    def port(self) -> int:
+        return self.fleet.base_port + self.index
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+tcp://127.0.0.1:{self.port}/system"
+
+    @property
+    def directory(self) -> Path:
+        return self.fleet.state_dir / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "libvirtd.pid"
+
+    def guest_name(self, spec: GuestSpec) -> str:
+        return f"{self.fleet.prefix}{self.index + 1}-{spec.suffix}"
+
+    @property
+    def guest_names(self) -> list[str]:
+        return [self.guest_name(spec) for spec in self.fleet.guests_for(self.index)]
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def _write_config(self) -> None:
+        for sub in BIND_MOUNTS:
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        (self.directory / "etc" / "libvirtd.conf").write_text(
+            "listen_tls = 0\n"
+            "listen_tcp = 1\n"
+            'listen_addr = "127.0.0.1"\n'
+            f'tcp_port = "{self.port}"\n'
+            'auth_tcp = "none"\n'
+            'auth_unix_rw = "none"\n'
+            "keepalive_interval = 5\n"
+            "max_clients = 200\n"
+            "max_workers = 20\n"
+            "max_client_requests = 20\n"
+        )
+        (self.directory / "etc" / "qemu.conf").write_text(
+            'user = "root"\n'
+            'group = "root"\n'
+            'security_driver = "none"\n'
+            'stdio_handler = "file"\n'
+            "dynamic_ownership = 0\n"
+        )
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start this host's libvirtd unless it already runs, and wait until it accepts connections."""
+        if self.is_running() and _port_open(self.port):
+            return
+        self._write_config()
+        self.pid_file.unlink(missing_ok=True)
+        mounts = " && ".join(
+            f"mkdir -p {target} && mount --bind {self.directory / source} {target}"
+            for source, target in BIND_MOUNTS.items()
+        )
+        script = f"{mounts} && exec libvirtd --daemon --listen --pid-file {self.pid_file}"
+        # Paths here are built from the fleet's own directory and fixed names, never from user input.
+        result = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise FleetError(f"{self.name}: libvirtd did not start: {result.stderr.strip()}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_running() and _port_open(self.port):
+                return
+            time.sleep(0.1)
+        log_file = self.directory / "log" / "libvirtd.log"
+        tail = log_file.read_text()[-2000:] if log_file.exists() else ""
+        raise FleetError(f"{self.name}: libvirtd did not listen on port {self.port} in time. {tail}")
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Stop this host's libvirtd (its guests keep running, as with a real daemon restart)."""
+        libvirt_client.disconnect(self.uri)
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        self.pid_file.unlink(missing_ok=True)
+
+    def guest_xml(self, spec: GuestSpec) -> str:
+        name = escape(self.guest_name(spec))
+        kind = "kvm" if self.fleet.use_kvm else "qemu"
+        cputune = "".join(f"<vcpupin vcpu='{n}' cpuset='{c}'/>" for n, c in spec.vcpupin.items())
+        if spec.emulatorpin:
+            cputune += f"<emulatorpin cpuset='{spec.emulatorpin}'/>"
+        if spec.vcpu_quota:
+            cputune += f"<period>100000</period><quota>{spec.vcpu_quota}</quota>"
+        disk = ""
+        if spec.burner:
+            image = self.directory / f"{self.guest_name(spec)}.img"
+            boot = bytearray(512)
+            boot[0:2] = b"\xeb\xfe"  # jmp $: spin forever on vCPU 0
+            boot[510:512] = b"\x55\xaa"  # boot signature
+            image.write_bytes(bytes(boot))
+            disk = (
+                "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+                f"<source file='{escape(str(image))}'/><target dev='hda' bus='ide'/></disk>"
+            )
+        return (
+            f"<domain type='{kind}'><name>{name}</name>"
+            "<memory unit='MiB'>64</memory>"
+            f"<vcpu placement='static'>{spec.vcpus}</vcpu>"
+            f"<iothreads>{spec.iothreads}</iothreads>"
+            f"<cputune>{cputune}</cputune>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>"
+            "<on_crash>destroy</on_crash>"
+            f"<devices>{disk}<memballoon model='none'/></devices>"
+            "</domain>"
+        )
+
+    def ensure_guests(self) -> None:
+        """Define and start this host's guests; one already defined is only started, keeping its tuning."""
+        present = set(libvirt_client.list_domain_names(self.uri))
+        for spec in self.fleet.guests_for(self.index):
+            name = self.guest_name(spec)
+            if name in present:
+                libvirt_client.start_if_stopped(self.uri, name)
+            else:
+                libvirt_client.define_and_start(self.uri, self.guest_xml(spec))
+
+    def remove_guests(self) -> None:
+        for name in self.guest_names:
+            libvirt_client.destroy_and_undefine(self.uri, name)
+
+
+@dataclass
+class Fleet:
+    """A set of libvirt hosts on this machine, named by ``prefix``, listening from ``base_port`` up."""
+
+    prefix: str
+    hosts: int
+    base_port: int
+    state_dir: Path
+    guests: tuple[GuestSpec, ...] = DEFAULT_GUESTS
+    burner_on: tuple[int, ...] = (0,)
+    burner_quota: int | None = None
+    extra_guests: int = 0
+    use_kvm: bool = field(default_factory=kvm_usable)
+
+    def guests_for(self, index: int) -> list[GuestSpec]:
+        specs = list(self.guests)
+        specs += [GuestSpec(f"extra{n:03d}", vcpus=1, iothreads=0) for n in range(self.extra_guests)]
+        if index in self.burner_on:
+            specs.append(GuestSpec("burn", vcpus=1, iothreads=0, burner=True, vcpu_quota=self.burner_quota))
+        return specs
+
+    @property
+    def members(self) -> list[FleetHost]:
+        return [FleetHost(self, i) for i in range(self.hosts)]
+
+    def host(self, index: int) -> FleetHost:
+        return FleetHost(self, index)
+
+    def up(self) -> list[FleetHost]:
+        """Start every daemon and guest that is not already running; safe to run again."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for member in self.members:
+            member.start()
+            member.ensure_guests()
+        return self.members
+
+    def down(self) -> None:
+        """Remove this fleet's guests and stop its daemons; nothing else is touched."""
+        for member in self.members:
+            if member.is_running():
+                try:
+                    member.remove_guests()
+                except libvirt_client.VirtError:
+                    pass
+            member.stop_daemon()
+
+    def status(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for member in self.members:
+            guests: list[str] = []
+            running = member.is_running()
+            if running:
+                try:
+                    guests = libvirt_client.list_domain_names(member.uri)
+                except libvirt_client.VirtError as exc:
+                    guests = [f"(unreachable: {exc.message})"]
+            rows.append({"name": member.name, "uri": member.uri, "pid": member.pid(), "running": running,
+                         "guests": guests})
+        return rows
+
+
+def demo_fleet(state_root: Path) -> Fleet:
+    """The fleet ``make run`` starts: three hosts, the burner capped at half a CPU to spare the machine."""
+    return Fleet(prefix="demo", hosts=3, base_port=16601, state_dir=state_root / "fleet-demo",
+                 burner_quota=50000)
+
+
+def test_fleet(state_root: Path) -> Fleet:
+    """The fleet the tests start, with its own names, ports and directories."""
+    base = int(os.environ.get("ISOWEB_TEST_FLEET_PORT", "16711"))
+    prefix = os.environ.get("ISOWEB_TEST_FLEET_PREFIX", "isotest")
+    return Fleet(prefix=prefix, hosts=3, base_port=base, state_dir=state_root / f"fleet-{prefix}")

@@ -1,0 +1,526 @@
+"""Talk to libvirt: the only module in isoweb that imports ``libvirt``.
+
+It keeps one connection per host URI per process (with keepalive, so a dead host is noticed within
+seconds), hands out frozen dataclasses rather than libvirt objects, counts its round trips, and turns
+libvirt's errors into :class:`TransientVirtError` (try again later: host unreachable, connection lost) or
+:class:`PermanentVirtError` (retrying cannot help: no such guest, unsupported, invalid) with a message in
+plain words.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import libvirt
+
+from hosts.cpulist import cpumap_to_cpus, format_cpulist, parse_cpulist
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHED_PARAMETERS = (
+    "cpu_shares",
+    "vcpu_period",
+    "vcpu_quota",
+    "emulator_period",
+    "emulator_quota",
+    "global_period",
+    "global_quota",
+    "iothread_period",
+    "iothread_quota",
+)
+
+DOMAIN_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+VCPU_STATES = {
+    libvirt.VIR_VCPU_OFFLINE: "offline",
+    libvirt.VIR_VCPU_RUNNING: "running",
+    libvirt.VIR_VCPU_BLOCKED: "blocked",
+}
+
+# libvirt error codes, with what they mean to an operator.
+_PLAIN_WORDS = {
+    libvirt.VIR_ERR_SYSTEM_ERROR: "the host cannot be reached",
+    libvirt.VIR_ERR_NO_CONNECT: "the host cannot be reached",
+    libvirt.VIR_ERR_RPC: "the connection to the host failed",
+    libvirt.VIR_ERR_AUTH_FAILED: "authentication to the host failed",
+    libvirt.VIR_ERR_NO_DOMAIN: "no such guest on this host",
+    libvirt.VIR_ERR_OPERATION_INVALID: "not possible in the guest's current state",
+    libvirt.VIR_ERR_INVALID_ARG: "libvirt refused an argument",
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED: "the host's libvirt does not support this configuration",
+    libvirt.VIR_ERR_NO_SUPPORT: "the host's hypervisor does not support this",
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED: "the host's libvirt does not support this option",
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED: "the host's libvirt does not support this operation",
+    libvirt.VIR_ERR_OPERATION_TIMEOUT: "the host did not answer in time",
+}
+_TRANSIENT_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_OPERATION_TIMEOUT,
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+}
+
+
+class VirtError(Exception):
+    """A libvirt failure, told in plain words; ``permanent`` says whether retrying can help."""
+
+    permanent = True
+
+    def __init__(self, message: str, *, code: int | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.detail = detail
+
+
+class TransientVirtError(VirtError):
+    """The host is unreachable or the connection dropped: retry later."""
+
+    permanent = False
+
+
+class PermanentVirtError(VirtError):
+    """The request cannot succeed as asked (no such guest, invalid, unsupported)."""
+
+    permanent = True
+
+
+def translate_error(exc: libvirt.libvirtError, uri: str = "") -> VirtError:
+    """Turn a libvirtError into a project error whose message an operator can act on."""
+    code = exc.get_error_code() or 0
+    detail = (exc.get_error_message() or str(exc)).strip()
+    lost = code == libvirt.VIR_ERR_INTERNAL_ERROR and (
+        "client socket is closed" in detail or "connection" in detail.lower()
+    )
+    words = "the connection to the host was lost" if lost else _PLAIN_WORDS.get(code, "libvirt failed")
+    where = f" ({uri})" if uri else ""
+    message = f"{words}{where}: {detail}" if detail else f"{words}{where}"
+    cls = TransientVirtError if lost or code in _TRANSIENT_CODES else PermanentVirtError
+    return cls(message, code=code, detail=detail)
+
+
+# --- connections -----------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_connections: dict[str, libvirt.virConnect] = {}
+_event_loop_pid: int | None = None
+
+
+def _silence_default_error_printer() -> None:
+    # libvirt prints every error to stderr by default; we raise them as exceptions instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def _ensure_event_loop() -> None:
+    """Start libvirt's event loop once per process: keepalive and close callbacks need it.
+
+    Celery's prefork workers fork before any task runs, so each child starts its own loop here.
+    """
+    global _event_loop_pid
+    pid = os.getpid()
+    if _event_loop_pid == pid:
+        return
+    _connections.clear()  # inherited across fork: unusable in this process
+    _silence_default_error_printer()
+    libvirt.virEventRegisterDefaultImpl()
+    threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+    _event_loop_pid = pid
+
+
+def _on_close(conn: libvirt.virConnect, reason: int, uri: str) -> None:
+    with _lock:
+        if _connections.get(uri) is conn:
+            del _connections[uri]
+    log.info("libvirt connection to %s closed (reason %s)", uri, reason)
+
+
+def connect(uri: str) -> libvirt.virConnect:
+    """Return this process's open connection to ``uri``, opening it if needed."""
+    with _lock:
+        _ensure_event_loop()
+        conn = _connections.get(uri)
+        if conn is not None:
+            try:
+                if conn.isAlive():
+                    return conn
+            except libvirt.libvirtError:
+                pass
+            _connections.pop(uri, None)
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise translate_error(exc, uri) from exc
+        try:
+            from django.conf import settings
+
+            conn.setKeepAlive(
+                settings.ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL, settings.ISOWEB_LIBVIRT_KEEPALIVE_COUNT
+            )
+            conn.registerCloseCallback(_on_close, uri)
+        except libvirt.libvirtError as exc:
+            # Local (qemu:///system) connections have no keepalive; that is fine.
+            log.debug("no keepalive on %s: %s", uri, exc)
+        _connections[uri] = conn
+        return conn
+
+
+def disconnect(uri: str) -> None:
+    """Close this process's connection to ``uri``, if any."""
+    with _lock:
+        conn = _connections.pop(uri, None)
+    if conn is not None:
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+
+class RoundTrips:
+    """Count the libvirt RPCs made for one piece of work."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.count = 0
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        self.count += 1
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise translate_error(exc, self.uri) from exc
+
+
+# --- typed results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostCPU:
+    """One host CPU as libvirt's capabilities describe it."""
+
+    cpu_id: int
+    socket_id: int | None
+    die_id: int | None
+    core_id: int | None
+    siblings: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class NumaCell:
+    """One NUMA cell: its memory and CPUs."""
+
+    cell_id: int
+    memory_kib: int | None
+    cpus: tuple[HostCPU, ...]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a host says about itself."""
+
+    hostname: str
+    libvirt_version: str
+    hypervisor_version: str
+    cpu_model: str
+    cells: tuple[NumaCell, ...]
+
+    @property
+    def cpu_ids(self) -> frozenset[int]:
+        return frozenset(cpu.cpu_id for cell in self.cells for cpu in cell.cpus)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A guest's CPU tuning as libvirt's getters report it (live or persistent config)."""
+
+    vcpupin: dict[int, str]
+    emulatorpin: str
+    iothreadpin: dict[int, str]
+    sched: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "vcpupin": {str(k): v for k, v in sorted(self.vcpupin.items())},
+            "emulatorpin": self.emulatorpin,
+            "iothreadpin": {str(k): v for k, v in sorted(self.iothreadpin.items())},
+            "sched": dict(self.sched),
+        }
+
+
+@dataclass(frozen=True)
+class DomainFacts:
+    """A guest: its identity, state, vCPUs and tuning, and its vCPU threads' real affinity."""
+
+    uuid: str
+    name: str
+    state: str
+    persistent: bool
+    vcpus_current: int
+    vcpus_max: int
+    placement: str
+    iothread_ids: tuple[int, ...]
+    live: Tuning | None
+    config: Tuning | None
+    affinity: dict[int, str] = field(default_factory=dict)
+    vcpu_states: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything one sync learns about a host, and what it cost."""
+
+    host: HostFacts
+    domains: tuple[DomainFacts, ...]
+    round_trips: int
+    seconds: float
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _int_attr(element: ET.Element, name: str) -> int | None:
+    value = element.get(name)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
+def parse_capabilities(xml: str, online: frozenset[int]) -> HostFacts:
+    """Build host facts from ``getCapabilities()`` XML and the online CPU set."""
+    root = ET.fromstring(xml)
+    model = root.findtext("host/cpu/model") or root.findtext("host/cpu/arch") or ""
+    cells: list[NumaCell] = []
+    for cell in root.iterfind("host/topology/cells/cell"):
+        memory = cell.find("memory")
+        cpus = tuple(
+            HostCPU(
+                cpu_id=int(cpu.get("id", "0")),
+                socket_id=_int_attr(cpu, "socket_id"),
+                die_id=_int_attr(cpu, "die_id"),
+                core_id=_int_attr(cpu, "core_id"),
+                siblings=cpu.get("siblings") or cpu.get("id", ""),
+                online=int(cpu.get("id", "0")) in online,
+            )
+            for cpu in cell.iterfind("cpus/cpu")
+        )
+        cells.append(
+            NumaCell(
+                cell_id=int(cell.get("id", "0")),
+                memory_kib=int(memory.text) if memory is not None and memory.text else None,
+                cpus=cpus,
+            )
+        )
+    if not cells:
+        # No NUMA topology reported: one cell holding every online CPU.
+        cells.append(
+            NumaCell(
+                cell_id=0,
+                memory_kib=None,
+                cpus=tuple(HostCPU(c, None, None, None, str(c), True) for c in sorted(online)),
+            )
+        )
+    return HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model=model,
+                     cells=tuple(cells))
+
+
+def tuning_from_xml(xml: str, sched: dict[str, int], host_cpus: frozenset[int]) -> tuple[Tuning, dict[str, Any]]:
+    """Return a guest's tuning from its domain XML, with the defaults libvirt's getters apply.
+
+    libvirt's ``vcpupin``/``emulatorpin``/``iothreadinfo`` getters fall back, for a thread with no pin of its
+    own, to the ``<vcpu cpuset=...>`` mask and then to every online host CPU; the same chain is applied
+    here so one XML read answers what three getter calls would. Also returns the XML's vCPU facts.
+    """
+    root = ET.fromstring(xml)
+    vcpu = root.find("vcpu")
+    vcpus_max = int(vcpu.text) if vcpu is not None and vcpu.text else 1
+    vcpus_current = int(vcpu.get("current", vcpus_max)) if vcpu is not None else vcpus_max
+    placement = (vcpu.get("placement") if vcpu is not None else None) or "static"
+    cpuset = vcpu.get("cpuset") if vcpu is not None else None
+    default = parse_cpulist(cpuset) & host_cpus if cpuset else host_cpus
+    default_text = format_cpulist(default)
+
+    iothread_ids = [int(e.get("id", "0")) for e in root.iterfind("iothreadids/iothread")]
+    if not iothread_ids:
+        count = root.findtext("iothreads")
+        iothread_ids = list(range(1, int(count) + 1)) if count and count.isdigit() else []
+
+    def pinned(path: str, key: str) -> dict[int, str]:
+        return {
+            int(e.get(key, "0")): format_cpulist(parse_cpulist(e.get("cpuset", "")) & host_cpus)
+            for e in root.iterfind(path)
+            if e.get("cpuset")
+        }
+
+    vcpupins = pinned("cputune/vcpupin", "vcpu")
+    iothreadpins = pinned("cputune/iothreadpin", "iothread")
+    emulator = root.find("cputune/emulatorpin")
+    tuning = Tuning(
+        vcpupin={n: vcpupins.get(n, default_text) for n in range(vcpus_max)},
+        emulatorpin=(
+            format_cpulist(parse_cpulist(emulator.get("cpuset", "")) & host_cpus)
+            if emulator is not None and emulator.get("cpuset")
+            else default_text
+        ),
+        iothreadpin={i: iothreadpins.get(i, default_text) for i in iothread_ids},
+        sched={k: int(sched[k]) for k in SCHED_PARAMETERS if k in sched},
+    )
+    facts = {
+        "vcpus_max": vcpus_max,
+        "vcpus_current": vcpus_current,
+        "placement": placement,
+        "iothread_ids": tuple(iothread_ids),
+    }
+    return tuning, facts
+
+
+def _domain_facts(
+    rt: RoundTrips, dom: libvirt.virDomain, state_code: int, host_cpus: frozenset[int]
+) -> DomainFacts:
+    active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+    persistent = True
+    config: Tuning | None = None
+    facts: dict[str, Any] = {}
+    try:
+        config_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        config_xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        config, facts = tuning_from_xml(config_xml, config_sched, host_cpus)
+    except PermanentVirtError as exc:
+        if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+        persistent = False  # a transient guest has no persistent config
+    live: Tuning | None = None
+    affinity: dict[int, str] = {}
+    vcpu_states: dict[int, str] = {}
+    if active:
+        live_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        live, facts = tuning_from_xml(rt.call(dom.XMLDesc, 0), live_sched, host_cpus)
+        info, cpumaps = rt.call(dom.vcpus)
+        for (number, vstate, _cputime, _cpu), cpumap in zip(info, cpumaps, strict=True):
+            affinity[number] = format_cpulist(cpumap_to_cpus(cpumap))
+            vcpu_states[number] = VCPU_STATES.get(vstate, str(vstate))
+    return DomainFacts(
+        uuid=dom.UUIDString(),
+        name=dom.name(),
+        state=DOMAIN_STATES.get(state_code, "nostate"),
+        persistent=persistent,
+        vcpus_current=facts.get("vcpus_current", 0),
+        vcpus_max=facts.get("vcpus_max", 0),
+        placement=facts.get("placement", "static"),
+        iothread_ids=facts.get("iothread_ids", ()),
+        live=live,
+        config=config,
+        affinity=affinity,
+        vcpu_states=vcpu_states,
+    )
+
+
+def fetch_inventory(uri: str) -> Inventory:
+    """Read a host's facts, topology and every guest with its tuning, in as few round trips as libvirt allows.
+
+    Per host: capabilities, CPU map, versions, hostname, and one bulk state call listing every guest.
+    Per guest: its config XML and scheduler parameters, and for a running guest its live XML, live scheduler
+    parameters and the vCPU threads' real affinity. A guest that vanishes mid-read is left out.
+    """
+    started = time.perf_counter()
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        _ncpus, cpumap, _online_count = rt.call(conn.getCPUMap)
+        online = cpumap_to_cpus(cpumap)
+        topology = parse_capabilities(rt.call(conn.getCapabilities), online)
+        host = HostFacts(
+            hostname=rt.call(conn.getHostname),
+            libvirt_version=_version(rt.call(conn.getLibVersion)),
+            hypervisor_version=_version(rt.call(conn.getVersion)),
+            cpu_model=topology.cpu_model,
+            cells=topology.cells,
+        )
+        records = rt.call(conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        domains: list[DomainFacts] = []
+        for dom, stats in records:
+            try:
+                domains.append(_domain_facts(rt, dom, int(stats.get("state.state", 0)), online))
+            except PermanentVirtError as exc:
+                if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                log.info("guest %s vanished during sync of %s", dom.name(), uri)
+    except TransientVirtError:
+        disconnect(uri)
+        raise
+    return Inventory(
+        host=host,
+        domains=tuple(sorted(domains, key=lambda d: d.name)),
+        round_trips=rt.count,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- guest lifecycle (used by the demo/test fleet) ------------------------------------------------
+
+
+def define_and_start(uri: str, xml: str, *, start: bool = True) -> str:
+    """Define a persistent guest from XML (replacing a same-named one's definition) and start it.
+
+    Returns the guest's UUID.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = rt.call(conn.defineXML, xml)
+    if start and not rt.call(dom.isActive):
+        rt.call(dom.create)
+    return dom.UUIDString()
+
+
+def start_if_stopped(uri: str, name: str) -> None:
+    """Start a defined guest unless it already runs."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = rt.call(conn.lookupByName, name)
+    if not rt.call(dom.isActive):
+        rt.call(dom.create)
+
+
+def destroy_and_undefine(uri: str, name: str) -> None:
+    """Stop a guest if it runs and remove its definition; a guest already gone is not an error."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        dom = rt.call(conn.lookupByName, name)
+        if rt.call(dom.isActive):
+            rt.call(dom.destroy)
+        rt.call(dom.undefine)
+    except PermanentVirtError as exc:
+        if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+
+
+def list_domain_names(uri: str) -> list[str]:
+    """Return the names of every guest defined or running on a host."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    return sorted(dom.name() for dom in rt.call(conn.listAllDomains, 0))

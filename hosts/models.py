@@ -1,0 +1,207 @@
+"""The inventory: libvirt hosts, their CPU topology, and their guests with CPU tuning as libvirt reports it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.urls import reverse
+
+
+class Host(models.Model):
+    """A libvirt host that isoweb reaches through a URI and keeps in sync."""
+
+    class Status(models.TextChoices):
+        UP = "up", "Up"
+        DOWN = "down", "Down"
+        UNKNOWN = "unknown", "Unknown"
+
+    class Transport(models.TextChoices):
+        LOCAL = "local", "Local"
+        UNIX = "unix", "Unix socket"
+        TCP = "tcp", "TCP (unencrypted)"
+        TLS = "tls", "TLS"
+        SSH = "ssh", "SSH"
+
+    name = models.CharField(max_length=100, unique=True)
+    uri = models.CharField("libvirt URI", max_length=500, unique=True)
+    transport = models.CharField(max_length=10, choices=Transport.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNKNOWN)
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last time the host answered.")
+    last_sync_at = models.DateTimeField(null=True, blank=True, help_text="Last sync attempt.")
+    last_error = models.TextField(blank=True, help_text="Why the last sync failed, in plain words.")
+    hostname = models.CharField(max_length=255, blank=True)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    hypervisor_version = models.CharField(max_length=32, blank=True)
+    cpu_model = models.CharField(max_length=100, blank=True)
+    sync_round_trips = models.PositiveIntegerField(null=True, blank=True)
+    sync_seconds = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("hosts:host-detail", args=[self.pk])
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self.transport != self.Transport.TCP
+
+
+class NumaCell(models.Model):
+    """A NUMA cell of a host."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="cells")
+    cell_id = models.PositiveIntegerField()
+    memory_kib = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host", "cell_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "cell_id"], name="numacell_unique_per_host"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host} cell {self.cell_id}"
+
+
+class HostCPU(models.Model):
+    """A logical CPU of a host, placed in its NUMA cell, socket and core."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="cpus")
+    cell = models.ForeignKey(NumaCell, on_delete=models.CASCADE, related_name="cpus")
+    cpu_id = models.PositiveIntegerField()
+    socket_id = models.IntegerField(null=True, blank=True)
+    die_id = models.IntegerField(null=True, blank=True)
+    core_id = models.IntegerField(null=True, blank=True)
+    siblings = models.CharField(max_length=100, help_text="Hyperthread siblings as a cpulist.")
+    online = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["host", "cpu_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "cpu_id"], name="hostcpu_unique_per_host"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host} CPU {self.cpu_id}"
+
+
+class Domain(models.Model):
+    """A libvirt guest ("domain") on a host, with its CPU tuning live and in the persistent config.
+
+    ``tuning_live`` and ``tuning_config`` hold what libvirt's getters report, in libvirt's vocabulary:
+    ``{"vcpupin": {"0": "0-3"}, "emulatorpin": "0-3", "iothreadpin": {"1": "0-3"}, "sched": {...}}``.
+    ``affinity`` is the kernel's real affinity of each vCPU thread, which can differ from the pin.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        BLOCKED = "blocked", "Blocked"
+        PAUSED = "paused", "Paused"
+        SHUTDOWN = "shutdown", "Shutting down"
+        SHUTOFF = "shutoff", "Shut off"
+        CRASHED = "crashed", "Crashed"
+        PMSUSPENDED = "pmsuspended", "Suspended"
+        NOSTATE = "nostate", "No state"
+
+    class Placement(models.TextChoices):
+        STATIC = "static", "Static"
+        AUTO = "auto", "Auto (numad)"
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="domains")
+    uuid = models.UUIDField()
+    name = models.CharField(max_length=200)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NOSTATE)
+    persistent = models.BooleanField(default=True)
+    is_stale = models.BooleanField(
+        default=False, help_text="The host did not answer the last sync; this is the last known state."
+    )
+    vcpus_current = models.PositiveIntegerField(default=0)
+    vcpus_max = models.PositiveIntegerField(default=0)
+    placement = models.CharField(max_length=10, choices=Placement.choices, default=Placement.STATIC)
+    iothread_ids = models.JSONField(default=list, blank=True)
+    tuning_live = models.JSONField(null=True, blank=True)
+    tuning_config = models.JSONField(null=True, blank=True)
+    affinity = models.JSONField(default=dict, blank=True)
+    vcpu_states = models.JSONField(default=dict, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["host__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "uuid"], name="domain_uuid_unique_per_host"),
+        ]
+        indexes = [models.Index(fields=["name"], name="domain_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("hosts:domain-detail", args=[self.pk])
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in {self.State.RUNNING, self.State.BLOCKED, self.State.PAUSED}
+
+    def tuning_rows(self) -> list[dict[str, Any]]:
+        """Return every tuning field with its live and config value, flagging differences."""
+        live = self.tuning_live or {}
+        config = self.tuning_config or {}
+        rows: list[dict[str, Any]] = []
+
+        def add(label: str, lv: Any, cv: Any, *, unset: Any = None) -> None:
+            # In the persistent config a scheduler parameter of 0 means "not set": the default applies.
+            both = self.tuning_live is not None and self.tuning_config is not None
+            differs = both and cv != unset and lv != cv
+            rows.append({"field": label, "live": lv, "config": cv, "differs": differs, "unset": cv == unset})
+
+        vcpus = sorted({*live.get("vcpupin", {}), *config.get("vcpupin", {})}, key=int)
+        for n in vcpus:
+            add(f"vcpupin {n}", live.get("vcpupin", {}).get(n), config.get("vcpupin", {}).get(n))
+        add("emulatorpin", live.get("emulatorpin"), config.get("emulatorpin"))
+        threads = sorted({*live.get("iothreadpin", {}), *config.get("iothreadpin", {})}, key=int)
+        for n in threads:
+            add(f"iothreadpin {n}", live.get("iothreadpin", {}).get(n), config.get("iothreadpin", {}).get(n))
+        names = list(dict.fromkeys([*live.get("sched", {}), *config.get("sched", {})]))
+        for name in names:
+            add(name, live.get("sched", {}).get(name), config.get("sched", {}).get(name), unset=0)
+        return rows
+
+
+class AuditEvent(models.Model):
+    """An append-only record of a change: who did what to which object, with the before and after.
+
+    Rows are written by service functions in the same transaction as the change they record.
+    """
+
+    class Action(models.TextChoices):
+        HOST_CREATE = "host.create", "Host added"
+        HOST_UPDATE = "host.update", "Host changed"
+        HOST_DELETE = "host.delete", "Host removed"
+        HOST_DOWN = "host.down", "Host went down"
+        HOST_UP = "host.up", "Host came back"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events",
+        help_text="Who acted; empty for the system (e.g. a sync noticing a host went down).",
+    )
+    action = models.CharField(max_length=40, choices=Action.choices)
+    host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    object_repr = models.CharField(max_length=200, help_text="What was changed, as it was named then.")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_repr}"

@@ -1,0 +1,176 @@
+"""Service functions: every change to hosts and their inventory goes through here.
+
+Each function is atomic and writes its audit row in the same transaction. Views, API views, tasks and
+management commands validate input and call one of these; none saves domain state itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from hosts import libvirt_client
+from hosts.libvirt_client import Inventory, VirtError
+from hosts.models import AuditEvent, Domain, Host, HostCPU, NumaCell
+from hosts.uri import validate_host_uri
+
+log = logging.getLogger(__name__)
+
+_HOST_AUDIT_FIELDS = ("name", "uri", "transport")
+
+
+def _host_snapshot(host: Host) -> dict[str, Any]:
+    return {name: getattr(host, name) for name in _HOST_AUDIT_FIELDS}
+
+
+@transaction.atomic
+def create_host(*, name: str, uri: str, actor: AbstractBaseUser | None) -> Host:
+    """Register a host after validating its URI; raises ValidationError and saves nothing if refused."""
+    parsed = validate_host_uri(uri)
+    host = Host(name=name.strip(), uri=parsed.uri, transport=parsed.transport)
+    host.full_clean()
+    host.save()
+    AuditEvent.objects.create(
+        actor=actor, action=AuditEvent.Action.HOST_CREATE, host=host, object_repr=host.name,
+        after=_host_snapshot(host),
+    )
+    return host
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync of one host did."""
+
+    host_id: int
+    ok: bool
+    domains: int = 0
+    round_trips: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    transient: bool = False
+
+
+def sync_host(host_id: int) -> SyncResult:
+    """Read a host's facts, topology and guests from libvirt and store them.
+
+    A host that does not answer is marked down with libvirt's reason in plain words and its guests are
+    kept, marked stale; the next sync that reaches it brings it back up.
+    """
+    host = Host.objects.get(pk=host_id)
+    try:
+        inventory = libvirt_client.fetch_inventory(host.uri)
+    except VirtError as exc:
+        mark_host_down(host_id, exc.message)
+        return SyncResult(host_id, ok=False, error=exc.message, transient=not exc.permanent)
+    store_inventory(host_id, inventory)
+    return SyncResult(
+        host_id, ok=True, domains=len(inventory.domains), round_trips=inventory.round_trips,
+        seconds=inventory.seconds,
+    )
+
+
+@transaction.atomic
+def mark_host_down(host_id: int, reason: str) -> None:
+    """Record that a host did not answer; keep its guests as they were, marked stale."""
+    host = Host.objects.select_for_update().get(pk=host_id)
+    was = host.status
+    host.status = Host.Status.DOWN
+    host.last_error = reason
+    host.last_sync_at = timezone.now()
+    host.save(update_fields=["status", "last_error", "last_sync_at"])
+    host.domains.update(is_stale=True)
+    if was != Host.Status.DOWN:
+        AuditEvent.objects.create(
+            action=AuditEvent.Action.HOST_DOWN, host=host, object_repr=host.name, message=reason,
+        )
+    log.warning("host %s is down: %s", host.name, reason)
+
+
+def _store_topology(host: Host, inventory: Inventory) -> None:
+    wanted = {
+        (cpu.cpu_id, cell.cell_id, cpu.socket_id, cpu.die_id, cpu.core_id, cpu.siblings, cpu.online)
+        for cell in inventory.host.cells
+        for cpu in cell.cpus
+    }
+    have = set(
+        HostCPU.objects.filter(host=host).values_list(
+            "cpu_id", "cell__cell_id", "socket_id", "die_id", "core_id", "siblings", "online"
+        )
+    )
+    cells_wanted = {(c.cell_id, c.memory_kib) for c in inventory.host.cells}
+    cells_have = set(NumaCell.objects.filter(host=host).values_list("cell_id", "memory_kib"))
+    if wanted == have and cells_wanted == cells_have:
+        return
+    NumaCell.objects.filter(host=host).delete()  # cascades to the CPUs
+    for cell in inventory.host.cells:
+        row = NumaCell.objects.create(host=host, cell_id=cell.cell_id, memory_kib=cell.memory_kib)
+        HostCPU.objects.bulk_create(
+            HostCPU(
+                host=host, cell=row, cpu_id=cpu.cpu_id, socket_id=cpu.socket_id, die_id=cpu.die_id,
+                core_id=cpu.core_id, siblings=cpu.siblings, online=cpu.online,
+            )
+            for cpu in cell.cpus
+        )
+
+
+_DOMAIN_FIELDS = (
+    "name", "state", "persistent", "is_stale", "vcpus_current", "vcpus_max", "placement",
+    "iothread_ids", "tuning_live", "tuning_config", "affinity", "vcpu_states", "synced_at",
+)
+
+
+@transaction.atomic
+def store_inventory(host_id: int, inventory: Inventory) -> None:
+    """Write one sync's findings: host facts, topology (only if it changed), and every guest."""
+    host = Host.objects.select_for_update().get(pk=host_id)
+    now = timezone.now()
+    came_back = host.status == Host.Status.DOWN
+    host.status = Host.Status.UP
+    host.last_error = ""
+    host.last_seen_at = host.last_sync_at = now
+    host.hostname = inventory.host.hostname
+    host.libvirt_version = inventory.host.libvirt_version
+    host.hypervisor_version = inventory.host.hypervisor_version
+    host.cpu_model = inventory.host.cpu_model
+    host.sync_round_trips = inventory.round_trips
+    host.sync_seconds = inventory.seconds
+    host.save()
+    _store_topology(host, inventory)
+
+    existing = {str(d.uuid): d for d in Domain.objects.filter(host=host)}
+    to_create: list[Domain] = []
+    to_update: list[Domain] = []
+    for facts in inventory.domains:
+        values = {
+            "name": facts.name,
+            "state": facts.state,
+            "persistent": facts.persistent,
+            "is_stale": False,
+            "vcpus_current": facts.vcpus_current,
+            "vcpus_max": facts.vcpus_max,
+            "placement": facts.placement,
+            "iothread_ids": list(facts.iothread_ids),
+            "tuning_live": facts.live.as_json() if facts.live else None,
+            "tuning_config": facts.config.as_json() if facts.config else None,
+            "affinity": {str(k): v for k, v in sorted(facts.affinity.items())},
+            "vcpu_states": {str(k): v for k, v in sorted(facts.vcpu_states.items())},
+            "synced_at": now,
+        }
+        row = existing.pop(facts.uuid, None)
+        if row is None:
+            to_create.append(Domain(host=host, uuid=facts.uuid, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+            to_update.append(row)
+    Domain.objects.bulk_create(to_create)
+    Domain.objects.bulk_update(to_update, _DOMAIN_FIELDS, batch_size=200)
+    # Guests undefined on the host since the last sync are gone for good.
+    Domain.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
+    if came_back:
+        AuditEvent.objects.create(action=AuditEvent.Action.HOST_UP, host=host, object_repr=host.name)
