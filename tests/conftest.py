@@ -1,0 +1,190 @@
+"""Shared fixtures: the real parts (libvirt fleet, Redis, Celery worker) and the personas.
+
+The fleet, Redis and the worker are started once per session on the tests' own ports and names
+(see hosts.fleet.test_fleet and isoweb.settings_test), and stopped by pid at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from hosts import libvirt_client, services
+from hosts.fleet import Fleet, test_fleet
+from hosts.models import Host
+from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
+
+BASE_DIR = Path(settings.BASE_DIR)
+ARTIFACTS = Path(os.environ.get("ISOWEB_ARTIFACTS", BASE_DIR / "artifacts"))
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def virsh(uri: str, *args: str) -> str:
+    """Run a virsh command against a fleet host and return its output (the independent witness)."""
+    result = subprocess.run(["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise AssertionError(f"virsh {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def _port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis on the tests' port (the broker and channel layer)."""
+    port = int(os.environ.get("ISOWEB_TEST_REDIS_PORT", "6391"))
+    proc = None
+    if not _port_answers(port):
+        workdir = tmp_path_factory.mktemp("redis")
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for(lambda: _port_answers(port), 10, what="redis-server")
+    yield settings.REDIS_URL
+    if proc is not None:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    """The tests' own libvirt fleet: three real daemons with tiny real guests."""
+    the_fleet = test_fleet(Path(settings.VAR_DIR))
+    the_fleet.up()
+    yield the_fleet
+    the_fleet.down()
+
+
+def _test_database_path() -> str:
+    return str(settings.DATABASES["default"]["NAME"])
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None, redis_server: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the test database and the tests' Redis."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="isoweb.settings_test",
+        DATABASE_URL=f"sqlite:///{_test_database_path()}",
+        REDIS_URL=settings.REDIS_URL,
+    )
+    log = open(ARTIFACTS / "celery-worker.log", "wb")  # noqa: SIM115 - kept open for the worker's life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO",
+         "--concurrency", "3", "--hostname", f"test-{os.getpid()}@localhost"],
+        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from isoweb.celery import app
+
+    wait_for(lambda: proc.poll() is not None or app.control.ping(timeout=0.5), 60, 0.5, "celery worker")
+    assert proc.poll() is None, "the Celery worker exited at start; see artifacts/celery-worker.log"
+    yield proc
+    _stop(proc)
+    log.close()
+
+
+# --- personas --------------------------------------------------------------------------------------
+
+
+def _make_user(username: str, *roles: str) -> User:
+    groups = ensure_role_groups()
+    user = User.objects.create_user(username, password=f"{username}-pass-123")
+    for role in roles:
+        user.groups.add(groups[role])
+    return user
+
+
+@pytest.fixture
+def viewer(db: None) -> User:
+    return _make_user("vera", VIEWER)
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    return _make_user("otto", OPERATOR)
+
+
+@pytest.fixture
+def approver(db: None) -> User:
+    return _make_user("anna", APPROVER)
+
+
+@pytest.fixture
+def admin_user(db: None) -> User:
+    return _make_user("adam", ADMIN)
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    """A logged-in user who holds no role."""
+    return _make_user("oscar")
+
+
+@pytest.fixture
+def login() -> Callable[[User], Client]:
+    def make(user: User) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def fleet_hosts(fleet: Fleet, db: None) -> list[Host]:
+    """The fleet's hosts registered in the inventory and synced once, directly through the service."""
+    hosts = []
+    for member in fleet.members:
+        host = services.create_host(name=member.name, uri=member.uri, actor=None)
+        result = services.sync_host(host.pk)
+        assert result.ok, result.error
+        hosts.append(Host.objects.get(pk=host.pk))
+    return hosts
+
+
+@pytest.fixture(autouse=True)
+def _fresh_libvirt_connections() -> Iterator[None]:
+    """Tests that kill daemons must not leave a dead cached connection to the next test."""
+    yield
+    for uri in list(libvirt_client._connections):
+        libvirt_client.disconnect(uri)

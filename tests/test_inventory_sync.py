@@ -1,0 +1,161 @@
+"""Inventory sync against the real fleet: what isoweb stores is what virsh and the kernel report."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from hosts import services
+from hosts.cpulist import format_cpulist, parse_cpulist
+from hosts.fleet import Fleet
+from hosts.models import Domain, Host
+from tests.conftest import virsh
+
+pytestmark = pytest.mark.fleet
+
+
+def _cpus(text: str) -> str:
+    """Normalise a cpulist so '0-1' and '0,1' compare equal."""
+    return format_cpulist(parse_cpulist(text))
+
+
+def _virsh_table(uri: str, *args: str) -> dict[str, str]:
+    """Parse virsh's two-column tables (vcpupin, iothreadinfo) into {first column: cpulist}."""
+    rows = {}
+    for line in virsh(uri, *args).splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].rstrip(":").isdigit():
+            rows[parts[0].rstrip(":")] = _cpus(parts[-1])
+    return rows
+
+
+def _virsh_schedinfo(uri: str, name: str, *flags: str) -> dict[str, int]:
+    values = {}
+    for line in virsh(uri, "schedinfo", name, *flags).splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key != "Scheduler" and value:
+            values[key] = int(value)
+    return values
+
+
+def test_topology_matches_virsh_capabilities(fleet_hosts: list[Host]) -> None:
+    for host in fleet_hosts:
+        caps = ET.fromstring(virsh(host.uri, "capabilities"))
+        expected = {
+            (int(cell.get("id")), int(cpu.get("id")), cpu.get("socket_id"), cpu.get("core_id"), cpu.get("siblings"))
+            for cell in caps.iterfind("host/topology/cells/cell")
+            for cpu in cell.iterfind("cpus/cpu")
+        }
+        stored = {
+            (cpu.cell.cell_id, cpu.cpu_id, str(cpu.socket_id), str(cpu.core_id), cpu.siblings)
+            for cpu in host.cpus.select_related("cell")
+        }
+        assert expected and stored == expected
+        assert host.cells.count() == len(caps.findall("host/topology/cells/cell"))
+        assert host.status == Host.Status.UP
+        assert host.libvirt_version == "9.0.0"
+        assert host.hypervisor_version.startswith(virsh(host.uri, "version").split("QEMU ")[-1].strip()[:3])
+
+
+def test_every_fleet_guest_is_in_the_inventory_with_its_state(fleet: Fleet, fleet_hosts: list[Host]) -> None:
+    for member, host in zip(fleet.members, fleet_hosts, strict=True):
+        listed = {}
+        for line in virsh(host.uri, "list", "--all").splitlines():
+            parts = line.split()
+            listed[parts[1]] = " ".join(parts[2:])
+        stored = dict(Domain.objects.filter(host=host).values_list("name", "state"))
+        assert set(stored) == set(listed) and set(member.guest_names) <= set(stored)
+        for name, state in listed.items():
+            assert stored[name] == {"running": "running", "shut off": "shutoff", "paused": "paused"}[state]
+        for dom in Domain.objects.filter(host=host):
+            assert str(dom.uuid) == virsh(host.uri, "domuuid", dom.name).strip()
+
+
+def test_pinning_and_caps_match_virsh_live_and_config(fleet_hosts: list[Host]) -> None:
+    checked = 0
+    for host in fleet_hosts:
+        for dom in Domain.objects.filter(host=host, state="running"):
+            for scope, tuning in (("--live", dom.tuning_live), ("--config", dom.tuning_config)):
+                assert tuning is not None
+                assert tuning["vcpupin"] == _virsh_table(host.uri, "vcpupin", dom.name, scope)
+                emulator = virsh(host.uri, "emulatorpin", dom.name, scope).split()[-1]
+                assert tuning["emulatorpin"] == _cpus(emulator)
+                assert tuning["iothreadpin"] == _virsh_table(host.uri, "iothreadinfo", dom.name, scope)
+                assert tuning["sched"] == _virsh_schedinfo(host.uri, dom.name, scope)
+            checked += 1
+    assert checked >= 9  # every fleet guest on every host
+
+
+def _qemu_vcpu_threads(fleet: Fleet, host_index: int, name: str) -> dict[str, str]:
+    """Return {vCPU number: Cpus_allowed_list} read straight from /proc for a guest's vCPU threads."""
+    pid = (fleet.host(host_index).directory / "run" / "qemu" / f"{name}.pid").read_text().strip()
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        match = re.fullmatch(r"CPU (\d+)/(KVM|TCG)", (task / "comm").read_text().strip())
+        if match:
+            status = (task / "status").read_text()
+            allowed = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M)
+            assert allowed
+            threads[match.group(1)] = _cpus(allowed.group(1))
+    return threads
+
+
+def test_real_affinity_is_what_the_kernel_reports_for_vcpu_threads(fleet: Fleet, fleet_hosts: list[Host]) -> None:
+    dom = Domain.objects.get(host=fleet_hosts[0], name=f"{fleet.prefix}1-db")
+    kernel = _qemu_vcpu_threads(fleet, 0, dom.name)
+    assert len(kernel) == dom.vcpus_current == 4
+    assert dom.affinity == kernel
+    # The db guest pins vCPUs 0 and 1 to CPU 1 in its definition: the kernel agrees.
+    assert kernel["0"] == kernel["1"] == "1"
+
+
+def test_change_made_with_virsh_shows_after_next_sync(fleet: Fleet, fleet_hosts: list[Host]) -> None:
+    host = fleet_hosts[1]
+    name = f"{fleet.prefix}2-web"
+    before = Domain.objects.get(host=host, name=name)
+    assert before.tuning_live["vcpupin"]["1"] == "0-1"
+    virsh(host.uri, "vcpupin", name, "1", "0", "--live")
+    virsh(host.uri, "emulatorpin", name, "1", "--live")
+    virsh(host.uri, "schedinfo", name, "--live", "vcpu_quota=30000", "emulator_quota=40000")
+    virsh(host.uri, "vcpupin", name, "0", "1", "--config")
+    try:
+        assert services.sync_host(host.pk).ok
+        after = Domain.objects.get(pk=before.pk)
+        assert after.tuning_live["vcpupin"] == {"0": "0-1", "1": "0"}
+        assert after.tuning_live["emulatorpin"] == "1"
+        assert after.tuning_live["sched"]["vcpu_quota"] == 30000
+        assert after.tuning_live["sched"]["emulator_quota"] == 40000
+        assert after.tuning_config["vcpupin"]["0"] == "1"
+        assert after.affinity["1"] == "0"
+        assert after.tuning_config["sched"]["vcpu_quota"] == 0  # live-only change: config untouched
+    finally:
+        virsh(host.uri, "vcpupin", name, "1", "0-1", "--live")
+        virsh(host.uri, "emulatorpin", name, "0-1", "--live")
+        virsh(host.uri, "schedinfo", name, "--live", "vcpu_quota=-1", "emulator_quota=-1")
+        virsh(host.uri, "vcpupin", name, "0", "0-1", "--config")
+
+
+def test_shut_off_guest_keeps_config_and_drops_live_tuning(fleet: Fleet, fleet_hosts: list[Host]) -> None:
+    host = fleet_hosts[2]
+    name = f"{fleet.prefix}3-batch"
+    virsh(host.uri, "destroy", name)
+    try:
+        assert services.sync_host(host.pk).ok
+        dom = Domain.objects.get(host=host, name=name)
+        assert dom.state == Domain.State.SHUTOFF
+        assert dom.tuning_live is None and dom.affinity == {}
+        assert dom.tuning_config["iothreadpin"] == _virsh_table(host.uri, "iothreadinfo", name, "--config")
+    finally:
+        virsh(host.uri, "start", name)
+
+
+def test_sync_round_trips_are_counted_and_bounded_per_guest(fleet_hosts: list[Host]) -> None:
+    host = fleet_hosts[0]
+    result = services.sync_host(host.pk)
+    running = Domain.objects.filter(host=host, state="running").count()
+    # 6 per host, at most 5 per running guest: no per-field getter calls.
+    assert result.round_trips <= 6 + 5 * running
+    assert Host.objects.get(pk=host.pk).sync_round_trips == result.round_trips
