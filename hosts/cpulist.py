@@ -57,9 +57,7 @@ def parse_cpulist(text: str, *, host_cpus: Iterable[int] | None = None) -> froze
     if host_cpus is not None:
         missing = sorted(cpus - set(host_cpus))
         if missing:
-            raise CpulistError(
-                f"'{whole}' names CPU {format_cpulist(missing)}, which the host does not have"
-            )
+            raise CpulistError(f"'{whole}' names CPU {format_cpulist(missing)}, which the host does not have")
     return frozenset(cpus)
 
 

@@ -69,6 +69,21 @@ class ThreadOnCPU:
         return PLACEMENT_LABELS[self.placement]
 
 
+@dataclass(frozen=True)
+class GuestOnCPU:
+    """The threads of one guest that may run on one host CPU with the same placement, for compact display."""
+
+    domain_id: int
+    domain_name: str
+    from_config: bool
+    placement: str
+    labels: tuple[str, ...]
+
+    @property
+    def placement_label(self) -> str:
+        return PLACEMENT_LABELS[self.placement]
+
+
 @dataclass
 class CPUSlot:
     """One logical host CPU in the map, with every guest thread that may run on it."""
@@ -97,6 +112,25 @@ class CPUSlot:
     def guest_ids(self) -> list[int]:
         return sorted({t.thread.domain_id for t in self.threads})
 
+    @property
+    def by_guest(self) -> list[GuestOnCPU]:
+        """Group the threads by guest and placement, most specific placement first."""
+        order = {EXCLUSIVE: 0, SHARED: 1, FLOATING: 2}
+        groups: dict[tuple[int, str], list[ThreadOnCPU]] = {}
+        for item in self.threads:
+            groups.setdefault((item.thread.domain_id, item.placement), []).append(item)
+        out = [
+            GuestOnCPU(
+                items[0].thread.domain_id,
+                items[0].thread.domain_name,
+                items[0].thread.from_config,
+                placement,
+                tuple(i.thread.label for i in items),
+            )
+            for (_, placement), items in groups.items()
+        ]
+        return sorted(out, key=lambda g: (order[g.placement], g.from_config, g.domain_name))
+
 
 @dataclass
 class Core:
@@ -114,6 +148,13 @@ class Cell:
     cell_id: int
     memory_kib: int | None
     cores: list[Core]
+
+    @property
+    def memory_label(self) -> str:
+        if not self.memory_kib:
+            return ""
+        gib = self.memory_kib / 1024 / 1024
+        return f"{gib:.1f} GiB" if gib >= 1 else f"{self.memory_kib // 1024} MiB"
 
 
 @dataclass
@@ -158,11 +199,18 @@ def guest_threads(domain: Domain, host_cpus: frozenset[int]) -> tuple[list[Guest
         except CpulistError as exc:
             problems.append(f"{domain.name}: cannot read the {kind} pin set: {exc}")
             return
-        threads.append(GuestThread(
-            domain_id=domain.pk, domain_name=domain.name, kind=kind, number=number,
-            cpulist=format_cpulist(cpus), cpus=cpus, from_config=from_config,
-            floating=bool(host_cpus) and cpus >= host_cpus,
-        ))
+        threads.append(
+            GuestThread(
+                domain_id=domain.pk,
+                domain_name=domain.name,
+                kind=kind,
+                number=number,
+                cpulist=format_cpulist(cpus),
+                cpus=cpus,
+                from_config=from_config,
+                floating=bool(host_cpus) and cpus >= host_cpus,
+            )
+        )
 
     for number, cpulist in sorted((tuning.get("vcpupin") or {}).items(), key=lambda item: int(item[0])):
         add("vcpu", int(number), cpulist)
@@ -218,8 +266,9 @@ def build_cpu_map(
             if cpu_id in by_cpu:
                 by_cpu[cpu_id].append(ThreadOnCPU(thread, classify(thread, cpu_id, rivals)))
             else:
-                problems.append(f"{thread.domain_name} {thread.label} names CPU {cpu_id}, "
-                                "which this host does not have")
+                problems.append(
+                    f"{thread.domain_name} {thread.label} names CPU {cpu_id}, which this host does not have"
+                )
 
     cpus_by_cell: dict[int, list[HostCPU]] = {}
     for cpu in cpus:
@@ -228,13 +277,20 @@ def build_cpu_map(
     for cell in sorted(cells, key=lambda c: c.cell_id):
         cores: dict[tuple[Any, ...], list[CPUSlot]] = {}
         for cpu in sorted(cpus_by_cell.get(cell.pk, []), key=lambda c: c.cpu_id):
-            slot = CPUSlot(cpu.cpu_id, cpu.online, cpu.socket_id, cpu.core_id, cpu.siblings,
-                           by_cpu[cpu.cpu_id])
+            slot = CPUSlot(
+                cpu.cpu_id, cpu.online, cpu.socket_id, cpu.core_id, cpu.siblings, by_cpu[cpu.cpu_id]
+            )
             cores.setdefault(_core_key(cpu), []).append(slot)
-        out_cells.append(Cell(cell.cell_id, cell.memory_kib, [
-            Core(slots[0].socket_id, slots[0].core_id, slots)
-            for slots in sorted(cores.values(), key=lambda s: s[0].cpu_id)
-        ]))
+        out_cells.append(
+            Cell(
+                cell.cell_id,
+                cell.memory_kib,
+                [
+                    Core(slots[0].socket_id, slots[0].core_id, slots)
+                    for slots in sorted(cores.values(), key=lambda s: s[0].cpu_id)
+                ],
+            )
+        )
     return HostCPUMap(out_cells, guests, host_cpus, problems)
 
 
@@ -282,10 +338,16 @@ def vcpu_rows(domain: Domain) -> list[VcpuRow]:
     rows = []
     for key in sorted(numbers, key=int):
         pin, real = live.get(key), affinity.get(key)
-        rows.append(VcpuRow(
-            vcpu=int(key), live=pin, config=config.get(key), affinity=real, state=states.get(key),
-            mismatch=bool(pin and real) and not _same_cpus(pin, real),
-        ))
+        rows.append(
+            VcpuRow(
+                vcpu=int(key),
+                live=pin,
+                config=config.get(key),
+                affinity=real,
+                state=states.get(key),
+                mismatch=bool(pin and real) and not _same_cpus(pin, real),
+            )
+        )
     return rows
 
 

@@ -10,6 +10,7 @@ directories) so they never disturb each other. Only the daemons and guests a fle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -162,7 +163,9 @@ class FleetHost:
         # Paths here are built from the fleet's own directory and fixed names, never from user input.
         result = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise FleetError(f"{self.name}: libvirtd did not start: {result.stderr.strip()}")
@@ -276,10 +279,8 @@ class Fleet:
         """Remove this fleet's guests and stop its daemons; nothing else is touched."""
         for member in self.members:
             if member.is_running():
-                try:
+                with contextlib.suppress(libvirt_client.VirtError):
                     member.remove_guests()
-                except libvirt_client.VirtError:
-                    pass
             member.stop_daemon()
 
     def status(self) -> list[dict[str, object]]:
@@ -292,15 +293,23 @@ class Fleet:
                     guests = libvirt_client.list_domain_names(member.uri)
                 except libvirt_client.VirtError as exc:
                     guests = [f"(unreachable: {exc.message})"]
-            rows.append({"name": member.name, "uri": member.uri, "pid": member.pid(), "running": running,
-                         "guests": guests})
+            rows.append(
+                {
+                    "name": member.name,
+                    "uri": member.uri,
+                    "pid": member.pid(),
+                    "running": running,
+                    "guests": guests,
+                }
+            )
         return rows
 
 
 def demo_fleet(state_root: Path) -> Fleet:
     """The fleet ``make run`` starts: three hosts, the burner capped at half a CPU to spare the machine."""
-    return Fleet(prefix="demo", hosts=3, base_port=16601, state_dir=state_root / "fleet-demo",
-                 burner_quota=50000)
+    return Fleet(
+        prefix="demo", hosts=3, base_port=16601, state_dir=state_root / "fleet-demo", burner_quota=50000
+    )
 
 
 def test_fleet(state_root: Path) -> Fleet:

@@ -14,11 +14,19 @@ class HostAddForm(forms.Form):
     """Ask an admin for a new host's name and libvirt URI."""
 
     name = forms.CharField(
-        max_length=100, help_text="A short name people will recognise, e.g. rack3-kvm07.",
+        max_length=100,
+        help_text="A short name people will recognise, e.g. rack3-kvm07.",
         widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}),
     )
     uri = forms.CharField(
-        label="libvirt URI", max_length=500, help_text=URI_HELP,
-        widget=forms.TextInput(attrs={"placeholder": "qemu+tls://kvm07.example.com/system",
-                                      "autocomplete": "off", "spellcheck": "false"}),
+        label="libvirt URI",
+        max_length=500,
+        help_text=URI_HELP,
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "qemu+tls://kvm07.example.com/system",
+                "autocomplete": "off",
+                "spellcheck": "false",
+            }
+        ),
     )

@@ -9,16 +9,18 @@ plain words.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # for the Element type only; parsing goes through defusedxml
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import libvirt
+from defusedxml.ElementTree import fromstring as parse_xml
 
 from hosts.cpulist import cpumap_to_cpus, format_cpulist, parse_cpulist
 
@@ -191,14 +193,10 @@ def disconnect(uri: str) -> None:
     with _lock:
         conn = _connections.pop(uri, None)
     if conn is not None:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
-        except libvirt.libvirtError:
-            pass
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             conn.close()
-        except libvirt.libvirtError:
-            pass
 
 
 class RoundTrips:
@@ -312,7 +310,7 @@ def _int_attr(element: ET.Element, name: str) -> int | None:
 
 def parse_capabilities(xml: str, online: frozenset[int]) -> HostFacts:
     """Build host facts from ``getCapabilities()`` XML and the online CPU set."""
-    root = ET.fromstring(xml)
+    root = parse_xml(xml)
     model = root.findtext("host/cpu/model") or root.findtext("host/cpu/arch") or ""
     cells: list[NumaCell] = []
     for cell in root.iterfind("host/topology/cells/cell"):
@@ -344,18 +342,21 @@ def parse_capabilities(xml: str, online: frozenset[int]) -> HostFacts:
                 cpus=tuple(HostCPU(c, None, None, None, str(c), True) for c in sorted(online)),
             )
         )
-    return HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model=model,
-                     cells=tuple(cells))
+    return HostFacts(
+        hostname="", libvirt_version="", hypervisor_version="", cpu_model=model, cells=tuple(cells)
+    )
 
 
-def tuning_from_xml(xml: str, sched: dict[str, int], host_cpus: frozenset[int]) -> tuple[Tuning, dict[str, Any]]:
+def tuning_from_xml(
+    xml: str, sched: dict[str, int], host_cpus: frozenset[int]
+) -> tuple[Tuning, dict[str, Any]]:
     """Return a guest's tuning from its domain XML, with the defaults libvirt's getters apply.
 
     libvirt's ``vcpupin``/``emulatorpin``/``iothreadinfo`` getters fall back, for a thread with no pin of its
     own, to the ``<vcpu cpuset=...>`` mask and then to every online host CPU; the same chain is applied
     here so one XML read answers what three getter calls would. Also returns the XML's vCPU facts.
     """
-    root = ET.fromstring(xml)
+    root = parse_xml(xml)
     vcpu = root.find("vcpu")
     vcpus_max = int(vcpu.text) if vcpu is not None and vcpu.text else 1
     vcpus_current = int(vcpu.get("current", vcpus_max)) if vcpu is not None else vcpus_max

@@ -1,4 +1,4 @@
-"""The inventory: libvirt hosts, their CPU topology, and their guests with CPU tuning as libvirt reports it."""
+"""The inventory: libvirt hosts, their CPU topology, their guests and their CPU tuning."""
 
 from __future__ import annotations
 
@@ -188,7 +188,11 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(
-        "auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events",
+        "auth.User",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_events",
         help_text="Who acted; empty for the system (e.g. a sync noticing a host went down).",
     )
     action = models.CharField(max_length=40, choices=Action.choices)

@@ -22,7 +22,7 @@ def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
             cached = frozenset(ROLES)
         else:
             cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))  # type: ignore[attr-defined]
-        user._isoweb_roles = cached  # type: ignore[union-attr]
+        user._isoweb_roles = cached  # type: ignore[union-attr,attr-defined]
     return cached
 
 

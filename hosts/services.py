@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,19 +24,30 @@ log = logging.getLogger(__name__)
 _HOST_AUDIT_FIELDS = ("name", "uri", "transport")
 
 
+Actor = User | AnonymousUser | None
+
+
+def _user(actor: Actor) -> User | None:
+    """Return the acting user for the audit row; None stands for the system itself."""
+    return actor if isinstance(actor, User) else None
+
+
 def _host_snapshot(host: Host) -> dict[str, Any]:
     return {name: getattr(host, name) for name in _HOST_AUDIT_FIELDS}
 
 
 @transaction.atomic
-def create_host(*, name: str, uri: str, actor: AbstractBaseUser | None) -> Host:
+def create_host(*, name: str, uri: str, actor: Actor) -> Host:
     """Register a host after validating its URI; raises ValidationError and saves nothing if refused."""
     parsed = validate_host_uri(uri)
     host = Host(name=name.strip(), uri=parsed.uri, transport=parsed.transport)
     host.full_clean()
     host.save()
     AuditEvent.objects.create(
-        actor=actor, action=AuditEvent.Action.HOST_CREATE, host=host, object_repr=host.name,
+        actor=_user(actor),
+        action=AuditEvent.Action.HOST_CREATE,
+        host=host,
+        object_repr=host.name,
         after=_host_snapshot(host),
     )
     return host
@@ -69,7 +80,10 @@ def sync_host(host_id: int) -> SyncResult:
         return SyncResult(host_id, ok=False, error=exc.message, transient=not exc.permanent)
     store_inventory(host_id, inventory)
     return SyncResult(
-        host_id, ok=True, domains=len(inventory.domains), round_trips=inventory.round_trips,
+        host_id,
+        ok=True,
+        domains=len(inventory.domains),
+        round_trips=inventory.round_trips,
         seconds=inventory.seconds,
     )
 
@@ -86,7 +100,10 @@ def mark_host_down(host_id: int, reason: str) -> None:
     host.domains.update(is_stale=True)
     if was != Host.Status.DOWN:
         AuditEvent.objects.create(
-            action=AuditEvent.Action.HOST_DOWN, host=host, object_repr=host.name, message=reason,
+            action=AuditEvent.Action.HOST_DOWN,
+            host=host,
+            object_repr=host.name,
+            message=reason,
         )
     log.warning("host %s is down: %s", host.name, reason)
 
@@ -111,16 +128,33 @@ def _store_topology(host: Host, inventory: Inventory) -> None:
         row = NumaCell.objects.create(host=host, cell_id=cell.cell_id, memory_kib=cell.memory_kib)
         HostCPU.objects.bulk_create(
             HostCPU(
-                host=host, cell=row, cpu_id=cpu.cpu_id, socket_id=cpu.socket_id, die_id=cpu.die_id,
-                core_id=cpu.core_id, siblings=cpu.siblings, online=cpu.online,
+                host=host,
+                cell=row,
+                cpu_id=cpu.cpu_id,
+                socket_id=cpu.socket_id,
+                die_id=cpu.die_id,
+                core_id=cpu.core_id,
+                siblings=cpu.siblings,
+                online=cpu.online,
             )
             for cpu in cell.cpus
         )
 
 
 _DOMAIN_FIELDS = (
-    "name", "state", "persistent", "is_stale", "vcpus_current", "vcpus_max", "placement",
-    "iothread_ids", "tuning_live", "tuning_config", "affinity", "vcpu_states", "synced_at",
+    "name",
+    "state",
+    "persistent",
+    "is_stale",
+    "vcpus_current",
+    "vcpus_max",
+    "placement",
+    "iothread_ids",
+    "tuning_live",
+    "tuning_config",
+    "affinity",
+    "vcpu_states",
+    "synced_at",
 )
 
 

@@ -19,8 +19,13 @@ def sync_host(host_id: int) -> dict[str, Any]:
     if not Host.objects.filter(pk=host_id).exists():
         return {"host_id": host_id, "ok": False, "error": "host no longer registered"}
     result = services.sync_host(host_id)
-    return {"host_id": result.host_id, "ok": result.ok, "domains": result.domains,
-            "round_trips": result.round_trips, "error": result.error}
+    return {
+        "host_id": result.host_id,
+        "ok": result.ok,
+        "domains": result.domains,
+        "round_trips": result.round_trips,
+        "error": result.error,
+    }
 
 
 @shared_task(soft_time_limit=10, time_limit=20)

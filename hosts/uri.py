@@ -26,10 +26,21 @@ SAFE_PARAMETERS = {
     "unix": {"socket", "mode"},
     "tcp": set(),
     "tls": {"pkipath", "no_verify", "tls_priority"},
-    "ssh": {"keyfile", "known_hosts", "known_hosts_verify", "no_verify", "no_tty", "sshauth", "socket", "mode"},
+    "ssh": {
+        "keyfile",
+        "known_hosts",
+        "known_hosts_verify",
+        "no_verify",
+        "no_tty",
+        "sshauth",
+        "socket",
+        "mode",
+    },
 }
 RUNS_PROGRAMS = {"command", "netcat", "proxy"}
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*$"
+)
 _USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:@+-]*$")
 
@@ -67,7 +78,8 @@ def validate_host_uri(uri: str) -> HostURI:
         raise ValidationError("The 'ext' transport runs an arbitrary program and is not allowed.")
     if transport not in TRANSPORTS:
         raise ValidationError(
-            f"Unsupported transport '{transport}': use qemu:///system, qemu+unix, qemu+tcp, qemu+tls or qemu+ssh."
+            f"Unsupported transport '{transport}': "
+            "use qemu:///system, qemu+unix, qemu+tcp, qemu+tls or qemu+ssh."
         )
     label, encrypted, remote = TRANSPORTS[transport]
     if parts.path not in ("/system", "/session"):
@@ -77,14 +89,18 @@ def validate_host_uri(uri: str) -> HostURI:
     hostname = parts.hostname or ""
     if remote:
         if not hostname:
-            raise ValidationError(f"A qemu+{transport} URI needs a host name, e.g. qemu+{transport}://host/system.")
+            raise ValidationError(
+                f"A qemu+{transport} URI needs a host name, e.g. qemu+{transport}://host/system."
+            )
         try:
             ipaddress.ip_address(hostname)
         except ValueError:
             if not _HOSTNAME.match(hostname):
                 raise ValidationError(f"'{hostname}' is not a valid host name.") from None
     elif parts.netloc:
-        raise ValidationError(f"A {label} URI names no host: write qemu{'+' + transport if transport else ''}:///system.")
+        raise ValidationError(
+            f"A {label} URI names no host: write qemu{'+' + transport if transport else ''}:///system."
+        )
     if port is not None and not 1 <= port <= 65535:
         raise ValidationError(f"Port {port} is out of range.")
     if parts.username is not None and not _USERNAME.match(parts.username):

@@ -25,7 +25,7 @@ from hosts import roles, services, tasks
 from hosts.api.views import hosts_with_counts
 from hosts.cpumap import cap_rows, load_host_cpu_map, vcpu_rows
 from hosts.filters import DomainFilterSet, HostFilterSet
-from hosts.forms import URI_HELP, HostAddForm
+from hosts.forms import HostAddForm
 from hosts.models import AuditEvent, Domain, Host
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,11 @@ def _queue_sync(request: HttpRequest, host: Host) -> bool:
         tasks.sync_host.delay(host.pk)
     except (KombuError, OSError) as exc:
         log.warning("could not queue a sync of %s: %s", host.name, exc)
-        messages.error(request, f"Could not queue a sync of {host.name}: the task queue (Redis) is not "
-                                "reachable. The periodic sync will retry.")
+        messages.error(
+            request,
+            f"Could not queue a sync of {host.name}: the task queue (Redis) is not "
+            "reachable. The periodic sync will retry.",
+        )
         return False
     messages.success(request, f"Sync of {host.name} queued.")
     return True
@@ -77,11 +80,15 @@ def _queue_sync(request: HttpRequest, host: Host) -> bool:
 def host_list(request: HttpRequest) -> HttpResponse:
     """List the hosts with their status and size, filtered with the same filterset as the API."""
     filterset = HostFilterSet(request.GET or None, queryset=hosts_with_counts())
-    return render(request, "hosts/host_list.html", {
-        "filter": filterset,
-        "hosts": filterset.qs,
-        "filtered": bool(request.GET),
-    })
+    return render(
+        request,
+        "hosts/host_list.html",
+        {
+            "filter": filterset,
+            "hosts": filterset.qs,
+            "filtered": bool(request.GET),
+        },
+    )
 
 
 @viewer_required
@@ -89,11 +96,15 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a host's facts, its CPU map and its guests."""
     host = get_object_or_404(Host, pk=pk)
     cpu_map = load_host_cpu_map(host)
-    return render(request, "hosts/host_detail.html", {
-        "host": host,
-        "cpu_map": cpu_map,
-        "events": AuditEvent.objects.filter(host=host).select_related("actor")[:10],
-    })
+    return render(
+        request,
+        "hosts/host_detail.html",
+        {
+            "host": host,
+            "cpu_map": cpu_map,
+            "events": AuditEvent.objects.filter(host=host).select_related("actor")[:10],
+        },
+    )
 
 
 @require_POST
@@ -128,7 +139,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Host {host.name} added.")
             _queue_sync(request, host)
             return redirect(host)
-    return render(request, "hosts/host_add.html", {"form": form, "uri_help": URI_HELP})
+    return render(request, "hosts/host_add.html", {"form": form})
 
 
 def _sort_columns(value: str) -> tuple[str, tuple[str, ...]]:
@@ -148,17 +159,26 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(filterset.qs, DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
     columns = [("host", "Host"), ("name", "Name"), ("state", "State"), ("vcpus", "vCPUs")]
     headers = [
-        {"label": label, "key": key, "active": sort.removeprefix("-") == key,
-         "descending": sort == f"-{key}", "next": f"-{key}" if sort == key else key}
+        {
+            "label": label,
+            "key": key,
+            "active": sort.removeprefix("-") == key,
+            "descending": sort == f"-{key}",
+            "next": f"-{key}" if sort == key else key,
+        }
         for key, label in columns
     ]
-    return render(request, "hosts/domain_list.html", {
-        "filter": filterset,
-        "page": page,
-        "headers": headers,
-        "sort": sort,
-        "filtered": any(k != "sort" and v for k, v in request.GET.items()),
-    })
+    return render(
+        request,
+        "hosts/domain_list.html",
+        {
+            "filter": filterset,
+            "page": page,
+            "headers": headers,
+            "sort": sort,
+            "filtered": any(k != "sort" and v for k, v in request.GET.items()),
+        },
+    )
 
 
 @viewer_required
@@ -176,19 +196,23 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
         for group in ("vcpu", "emulator", "iothread", "global")
         if group in live_caps or group in config_caps
     ]
-    return render(request, "hosts/domain_detail.html", {
-        "domain": domain,
-        "host": domain.host,
-        "stale": domain.is_stale or domain.host.status != Host.Status.UP,
-        "has_live": domain.tuning_live is not None,
-        "has_config": domain.tuning_config is not None,
-        "vcpus": vcpu_rows(domain),
-        "emulatorpin": {"live": live.get("emulatorpin"), "config": config.get("emulatorpin")},
-        "iothreads": [
-            {"id": n, "live": live_io.get(n), "config": config_io.get(n)} for n in iothreads
-        ],
-        "caps": caps,
-        "shares": {"live": live.get("sched", {}).get("cpu_shares"),
-                   "config": config.get("sched", {}).get("cpu_shares")},
-        "tuning_rows": domain.tuning_rows(),
-    })
+    return render(
+        request,
+        "hosts/domain_detail.html",
+        {
+            "domain": domain,
+            "host": domain.host,
+            "stale": domain.is_stale or domain.host.status != Host.Status.UP,
+            "has_live": domain.tuning_live is not None,
+            "has_config": domain.tuning_config is not None,
+            "vcpus": vcpu_rows(domain),
+            "emulatorpin": {"live": live.get("emulatorpin"), "config": config.get("emulatorpin")},
+            "iothreads": [{"id": n, "live": live_io.get(n), "config": config_io.get(n)} for n in iothreads],
+            "caps": caps,
+            "shares": {
+                "live": live.get("sched", {}).get("cpu_shares"),
+                "config": config.get("sched", {}).get("cpu_shares"),
+            },
+            "tuning_rows": domain.tuning_rows(),
+        },
+    )

@@ -26,8 +26,8 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    value = os.environ.get(name, "")
+    return int(value) if value else default
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -113,9 +113,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     # A file, not memory, so the Celery worker the tests start sees the test database.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env_str("ISOWEB_TEST_DATABASE", str(VAR_DIR / "test.sqlite3"))
-    }
+    DATABASES["default"]["TEST"] = {"NAME": env_str("ISOWEB_TEST_DATABASE", str(VAR_DIR / "test.sqlite3"))}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -133,6 +131,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise expects it even when serving from finders
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the finders so a local run needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True

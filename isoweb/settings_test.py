@@ -4,6 +4,6 @@ import os
 
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{os.environ.get('ISOWEB_TEST_REDIS_PORT', '6391')}/0")
 
-from isoweb.settings import *  # noqa: E402,F403
+from isoweb.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

@@ -29,7 +29,9 @@ BASE_DIR = Path(settings.BASE_DIR)
 ARTIFACTS = Path(os.environ.get("ISOWEB_ARTIFACTS", BASE_DIR / "artifacts"))
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = ""
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -75,9 +77,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not _port_answers(port):
         workdir = tmp_path_factory.mktemp("redis")
         proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         wait_for(lambda: _port_answers(port), 10, what="redis-server")
     yield settings.REDIS_URL
@@ -110,9 +125,25 @@ def celery_worker(django_db_setup: None, redis_server: str) -> Iterator[subproce
     )
     log = open(ARTIFACTS / "celery-worker.log", "wb")  # noqa: SIM115 - kept open for the worker's life
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO",
-         "--concurrency", "3", "--hostname", f"test-{os.getpid()}@localhost"],
-        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "isoweb",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "3",
+            "--hostname",
+            f"test-{os.getpid()}@localhost",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     from isoweb.celery import app
 

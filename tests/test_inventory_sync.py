@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from defusedxml.ElementTree import fromstring as parse_xml
 
 from hosts import services
 from hosts.cpulist import format_cpulist, parse_cpulist
@@ -43,9 +43,15 @@ def _virsh_schedinfo(uri: str, name: str, *flags: str) -> dict[str, int]:
 
 def test_topology_matches_virsh_capabilities(fleet_hosts: list[Host]) -> None:
     for host in fleet_hosts:
-        caps = ET.fromstring(virsh(host.uri, "capabilities"))
+        caps = parse_xml(virsh(host.uri, "capabilities"))
         expected = {
-            (int(cell.get("id")), int(cpu.get("id")), cpu.get("socket_id"), cpu.get("core_id"), cpu.get("siblings"))
+            (
+                int(cell.get("id")),
+                int(cpu.get("id")),
+                cpu.get("socket_id"),
+                cpu.get("core_id"),
+                cpu.get("siblings"),
+            )
             for cell in caps.iterfind("host/topology/cells/cell")
             for cpu in cell.iterfind("cpus/cpu")
         }
@@ -103,7 +109,9 @@ def _qemu_vcpu_threads(fleet: Fleet, host_index: int, name: str) -> dict[str, st
     return threads
 
 
-def test_real_affinity_is_what_the_kernel_reports_for_vcpu_threads(fleet: Fleet, fleet_hosts: list[Host]) -> None:
+def test_real_affinity_is_what_the_kernel_reports_for_vcpu_threads(
+    fleet: Fleet, fleet_hosts: list[Host]
+) -> None:
     dom = Domain.objects.get(host=fleet_hosts[0], name=f"{fleet.prefix}1-db")
     kernel = _qemu_vcpu_threads(fleet, 0, dom.name)
     assert len(kernel) == dom.vcpus_current == 4

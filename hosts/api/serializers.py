@@ -35,9 +35,24 @@ class HostSerializer(serializers.ModelSerializer[Host]):
     class Meta:
         model = Host
         fields = [
-            "id", "url", "name", "uri", "transport", "status", "last_seen_at", "last_sync_at", "last_error",
-            "hostname", "libvirt_version", "hypervisor_version", "cpu_model", "sync_round_trips",
-            "sync_seconds", "cpu_count", "cell_count", "domain_count",
+            "id",
+            "url",
+            "name",
+            "uri",
+            "transport",
+            "status",
+            "last_seen_at",
+            "last_sync_at",
+            "last_error",
+            "hostname",
+            "libvirt_version",
+            "hypervisor_version",
+            "cpu_model",
+            "sync_round_trips",
+            "sync_seconds",
+            "cpu_count",
+            "cell_count",
+            "domain_count",
         ]
         read_only_fields = [f for f in fields if f not in ("name", "uri")]
 
@@ -54,7 +69,9 @@ class HostSerializer(serializers.ModelSerializer[Host]):
                 name=validated_data["name"], uri=validated_data["uri"], actor=request.user
             )
         except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
+            raise serializers.ValidationError(
+                exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+            ) from exc
 
 
 class HostDetailSerializer(HostSerializer):
@@ -76,8 +93,22 @@ class DomainSerializer(serializers.ModelSerializer[Domain]):
     class Meta:
         model = Domain
         fields = [
-            "id", "url", "uuid", "name", "host", "host_name", "state", "persistent", "is_stale",
-            "vcpus_current", "vcpus_max", "placement", "iothread_ids", "tuning", "affinity", "vcpu_states",
+            "id",
+            "url",
+            "uuid",
+            "name",
+            "host",
+            "host_name",
+            "state",
+            "persistent",
+            "is_stale",
+            "vcpus_current",
+            "vcpus_max",
+            "placement",
+            "iothread_ids",
+            "tuning",
+            "affinity",
+            "vcpu_states",
             "synced_at",
         ]
         read_only_fields = fields

@@ -48,7 +48,7 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         host = serializer.save()
-        tasks.sync_host.delay(host.pk)
+        tasks.sync_host.delay_on_commit(host.pk)
         out = HostSerializer(hosts_with_counts().get(pk=host.pk), context={"request": request})
         return Response(out.data, status=status.HTTP_201_CREATED)
 
@@ -57,8 +57,9 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         """Queue an inventory sync of this host now."""
         host = self.get_object()
         result = tasks.sync_host.delay(host.pk)
-        return Response({"host": host.pk, "task_id": result.id, "queued": True},
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {"host": host.pk, "task_id": result.id, "queued": True}, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):

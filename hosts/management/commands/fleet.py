@@ -17,10 +17,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["up", "down", "status"])
-        parser.add_argument("--which", choices=["demo", "test"], default="demo",
-                            help="The demo fleet (make run) or the tests' fleet.")
-        parser.add_argument("--register", action="store_true",
-                            help="After 'up', register the fleet's hosts in the inventory (idempotent).")
+        parser.add_argument(
+            "--which",
+            choices=["demo", "test"],
+            default="demo",
+            help="The demo fleet (make run) or the tests' fleet.",
+        )
+        parser.add_argument(
+            "--register",
+            action="store_true",
+            help="After 'up', register the fleet's hosts in the inventory (idempotent).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         fleet: Fleet = (demo_fleet if options["which"] == "demo" else test_fleet)(settings.VAR_DIR)
