@@ -1,0 +1,71 @@
+"""List pages and API lists cost the same number of queries for 5 guests as for 50 (no N+1)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from hosts.models import Domain, Host, HostCPU, NumaCell
+
+TUNING = {
+    "vcpupin": {"0": "0", "1": "1-3"},
+    "emulatorpin": "0-3",
+    "iothreadpin": {"1": "2"},
+    "sched": {"cpu_shares": 1024, "vcpu_period": 100000, "vcpu_quota": -1},
+}
+
+
+def _fleet_of(guests: int) -> Host:
+    """Two hosts of four CPUs with ``guests`` guests each (rows only: this is about the database)."""
+    hosts = []
+    for n in range(2):
+        host = Host.objects.create(name=f"kvm{n}", uri=f"qemu+tcp://127.0.0.1:{100 + n}/system", transport="tcp")
+        cell = NumaCell.objects.create(host=host, cell_id=0)
+        HostCPU.objects.bulk_create(
+            HostCPU(host=host, cell=cell, cpu_id=c, core_id=c // 2, socket_id=0, siblings=f"{c - c % 2}-{c - c % 2 + 1}")
+            for c in range(4)
+        )
+        Domain.objects.bulk_create(
+            Domain(
+                host=host, uuid=uuid.uuid4(), name=f"g{n}-{i:03d}", state="running", vcpus_current=2, vcpus_max=2,
+                iothread_ids=[1], tuning_live=TUNING, tuning_config=TUNING, affinity={"0": "0", "1": "1-3"},
+            )
+            for i in range(guests)
+        )
+        hosts.append(host)
+    return hosts[0]
+
+
+def _count(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(queries)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/", "/guests/", "/guests/?sort=-vcpus", "/hosts/{host}/", "/api/hosts/", "/api/domains/", "/api/hosts/{host}/"],
+)
+def test_query_count_does_not_grow_with_guests(
+    url: str, viewer: User, login: Callable[[User], Client]
+) -> None:
+    client = login(viewer)
+    small = _fleet_of(5)
+    few = _count(client, url.format(host=small.pk))
+    assert Domain.objects.count() == 10
+    Domain.objects.all().delete()
+    Host.objects.all().delete()
+    big = _fleet_of(50)
+    many = _count(client, url.format(host=big.pk))
+    assert Domain.objects.count() == 100
+    assert few == many, f"{url}: {few} queries for 5 guests per host, {many} for 50"
+    page = client.get(url.format(host=big.pk)).content.decode()
+    if url.startswith("/guests") or url.startswith("/api/domains"):
+        assert "g1-049" in page  # the 50th guest of the second host is really listed
