@@ -46,6 +46,7 @@ class GuestSpec:
     vcpupin: dict[int, str] = field(default_factory=dict)
     emulatorpin: str | None = None
     vcpu_quota: int | None = None
+    autostart: bool = True
 
 
 DEFAULT_GUESTS = (
@@ -142,11 +143,7 @@ class FleetHost:
             "max_client_requests = 20\n"
         )
         (self.directory / "etc" / "qemu.conf").write_text(
-            'user = "root"\n'
-            'group = "root"\n'
-            'security_driver = "none"\n'
-            'stdio_handler = "file"\n'
-            "dynamic_ownership = 0\n"
+            'user = "root"\ngroup = "root"\nsecurity_driver = "none"\nstdio_handler = "file"\ndynamic_ownership = 0\n'
         )
 
     def start(self, timeout: float = 20.0) -> None:
@@ -229,10 +226,10 @@ class FleetHost:
         present = set(libvirt_client.list_domain_names(self.uri))
         for spec in self.fleet.guests_for(self.index):
             name = self.guest_name(spec)
-            if name in present:
+            if name not in present:
+                libvirt_client.define_and_start(self.uri, self.guest_xml(spec), start=spec.autostart)
+            elif spec.autostart:
                 libvirt_client.start_if_stopped(self.uri, name)
-            else:
-                libvirt_client.define_and_start(self.uri, self.guest_xml(spec))
 
     def remove_guests(self) -> None:
         for name in self.guest_names:
@@ -250,6 +247,7 @@ class Fleet:
     guests: tuple[GuestSpec, ...] = DEFAULT_GUESTS
     burner_on: tuple[int, ...] = (0,)
     burner_quota: int | None = None
+    burner_running: bool = True
     extra_guests: int = 0
     use_kvm: bool = field(default_factory=kvm_usable)
 
@@ -257,7 +255,16 @@ class Fleet:
         specs = list(self.guests)
         specs += [GuestSpec(f"extra{n:03d}", vcpus=1, iothreads=0) for n in range(self.extra_guests)]
         if index in self.burner_on:
-            specs.append(GuestSpec("burn", vcpus=1, iothreads=0, burner=True, vcpu_quota=self.burner_quota))
+            specs.append(
+                GuestSpec(
+                    "burn",
+                    vcpus=1,
+                    iothreads=0,
+                    burner=True,
+                    vcpu_quota=self.burner_quota,
+                    autostart=self.burner_running,
+                )
+            )
         return specs
 
     @property
@@ -307,13 +314,15 @@ class Fleet:
 
 def demo_fleet(state_root: Path) -> Fleet:
     """The fleet ``make run`` starts: three hosts, the burner capped at half a CPU to spare the machine."""
-    return Fleet(
-        prefix="demo", hosts=3, base_port=16601, state_dir=state_root / "fleet-demo", burner_quota=50000
-    )
+    return Fleet(prefix="demo", hosts=3, base_port=16601, state_dir=state_root / "fleet-demo", burner_quota=50000)
 
 
 def test_fleet(state_root: Path) -> Fleet:
-    """The fleet the tests start, with its own names, ports and directories."""
+    """The fleet the tests start, with its own names, ports and directories.
+
+    Its CPU burner is defined but left shut off: the tests that need it start it, so the rest of the run
+    does not compete with a guest spinning on one of the machine's CPUs.
+    """
     base = int(os.environ.get("ISOWEB_TEST_FLEET_PORT", "16711"))
     prefix = os.environ.get("ISOWEB_TEST_FLEET_PREFIX", "isotest")
-    return Fleet(prefix=prefix, hosts=3, base_port=base, state_dir=state_root / f"fleet-{prefix}")
+    return Fleet(prefix=prefix, hosts=3, base_port=base, state_dir=state_root / f"fleet-{prefix}", burner_running=False)

@@ -22,11 +22,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
 from hosts import roles, services, tasks
-from hosts.api.views import hosts_with_counts
 from hosts.cpumap import cap_rows, load_host_cpu_map, vcpu_rows
 from hosts.filters import DomainFilterSet, HostFilterSet
 from hosts.forms import HostAddForm
 from hosts.models import AuditEvent, Domain, Host
+from hosts.queries import hosts_with_counts
 
 log = logging.getLogger(__name__)
 

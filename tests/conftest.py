@@ -29,9 +29,7 @@ BASE_DIR = Path(settings.BASE_DIR)
 ARTIFACTS = Path(os.environ.get("ISOWEB_ARTIFACTS", BASE_DIR / "artifacts"))
 
 
-def wait_for(
-    predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = ""
-) -> object:
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "") -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

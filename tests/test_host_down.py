@@ -35,9 +35,23 @@ def beat(celery_worker: subprocess.Popen[bytes], tmp_path: Path) -> Iterator[sub
     )
     with open(ARTIFACTS / "celery-beat.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "isoweb", "beat", "--loglevel", "INFO",
-             "--schedule", str(tmp_path / "beat-schedule")],
-            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "isoweb",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(tmp_path / "beat-schedule"),
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         yield proc
         _stop(proc)
@@ -83,7 +97,9 @@ def test_killed_daemon_marks_host_down_and_restart_brings_it_back(
 
 
 def test_sync_button_queues_a_sync_that_the_worker_runs(
-    fleet_hosts: list[Host], celery_worker: subprocess.Popen[bytes], operator: User,
+    fleet_hosts: list[Host],
+    celery_worker: subprocess.Popen[bytes],
+    operator: User,
     login: Callable[[User], Client],
 ) -> None:
     host = fleet_hosts[0]

@@ -109,9 +109,7 @@ def _qemu_vcpu_threads(fleet: Fleet, host_index: int, name: str) -> dict[str, st
     return threads
 
 
-def test_real_affinity_is_what_the_kernel_reports_for_vcpu_threads(
-    fleet: Fleet, fleet_hosts: list[Host]
-) -> None:
+def test_real_affinity_is_what_the_kernel_reports_for_vcpu_threads(fleet: Fleet, fleet_hosts: list[Host]) -> None:
     dom = Domain.objects.get(host=fleet_hosts[0], name=f"{fleet.prefix}1-db")
     kernel = _qemu_vcpu_threads(fleet, 0, dom.name)
     assert len(kernel) == dom.vcpus_current == 4

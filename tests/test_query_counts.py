@@ -28,13 +28,23 @@ def _fleet_of(guests: int) -> Host:
         host = Host.objects.create(name=f"kvm{n}", uri=f"qemu+tcp://127.0.0.1:{100 + n}/system", transport="tcp")
         cell = NumaCell.objects.create(host=host, cell_id=0)
         HostCPU.objects.bulk_create(
-            HostCPU(host=host, cell=cell, cpu_id=c, core_id=c // 2, socket_id=0, siblings=f"{c - c % 2}-{c - c % 2 + 1}")
+            HostCPU(
+                host=host, cell=cell, cpu_id=c, core_id=c // 2, socket_id=0, siblings=f"{c - c % 2}-{c - c % 2 + 1}"
+            )
             for c in range(4)
         )
         Domain.objects.bulk_create(
             Domain(
-                host=host, uuid=uuid.uuid4(), name=f"g{n}-{i:03d}", state="running", vcpus_current=2, vcpus_max=2,
-                iothread_ids=[1], tuning_live=TUNING, tuning_config=TUNING, affinity={"0": "0", "1": "1-3"},
+                host=host,
+                uuid=uuid.uuid4(),
+                name=f"g{n}-{i:03d}",
+                state="running",
+                vcpus_current=2,
+                vcpus_max=2,
+                iothread_ids=[1],
+                tuning_live=TUNING,
+                tuning_config=TUNING,
+                affinity={"0": "0", "1": "1-3"},
             )
             for i in range(guests)
         )
@@ -53,9 +63,7 @@ def _count(client: Client, url: str) -> int:
     "url",
     ["/", "/guests/", "/guests/?sort=-vcpus", "/hosts/{host}/", "/api/hosts/", "/api/domains/", "/api/hosts/{host}/"],
 )
-def test_query_count_does_not_grow_with_guests(
-    url: str, viewer: User, login: Callable[[User], Client]
-) -> None:
+def test_query_count_does_not_grow_with_guests(url: str, viewer: User, login: Callable[[User], Client]) -> None:
     client = login(viewer)
     small = _fleet_of(5)
     few = _count(client, url.format(host=small.pk))

@@ -65,13 +65,9 @@ class HostSerializer(serializers.ModelSerializer[Host]):
     def create(self, validated_data: dict[str, Any]) -> Host:
         request = self.context["request"]
         try:
-            return services.create_host(
-                name=validated_data["name"], uri=validated_data["uri"], actor=request.user
-            )
+            return services.create_host(name=validated_data["name"], uri=validated_data["uri"], actor=request.user)
         except DjangoValidationError as exc:
-            raise serializers.ValidationError(
-                exc.message_dict if hasattr(exc, "error_dict") else exc.messages
-            ) from exc
+            raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
 
 
 class HostDetailSerializer(HostSerializer):

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
@@ -14,15 +14,7 @@ from hosts.api.permissions import CanManageHostsOrReadOnly, CanSync
 from hosts.api.serializers import DomainSerializer, HostDetailSerializer, HostSerializer
 from hosts.filters import DomainFilterSet, HostFilterSet
 from hosts.models import Domain, Host, HostCPU, NumaCell
-
-
-def hosts_with_counts() -> QuerySet[Host]:
-    """Hosts annotated with CPU, NUMA cell and guest counts in one query."""
-    return Host.objects.annotate(
-        cpu_count=Count("cpus", distinct=True),
-        cell_count=Count("cells", distinct=True),
-        domain_count=Count("domains", distinct=True),
-    ).order_by("name")
+from hosts.queries import hosts_with_counts
 
 
 class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
@@ -35,9 +27,7 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
     def get_queryset(self) -> QuerySet[Host]:
         queryset = hosts_with_counts()
         if self.action == "retrieve":
-            cells = NumaCell.objects.prefetch_related(
-                Prefetch("cpus", queryset=HostCPU.objects.order_by("cpu_id"))
-            )
+            cells = NumaCell.objects.prefetch_related(Prefetch("cpus", queryset=HostCPU.objects.order_by("cpu_id")))
             queryset = queryset.prefetch_related(Prefetch("cells", queryset=cells))
         return queryset
 
@@ -57,9 +47,7 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         """Queue an inventory sync of this host now."""
         host = self.get_object()
         result = tasks.sync_host.delay(host.pk)
-        return Response(
-            {"host": host.pk, "task_id": result.id, "queued": True}, status=status.HTTP_202_ACCEPTED
-        )
+        return Response({"host": host.pk, "task_id": result.id, "queued": True}, status=status.HTTP_202_ACCEPTED)
 
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):
