@@ -36,6 +36,12 @@ class Host(models.Model):
     cpu_model = models.CharField(max_length=100, blank=True)
     sync_round_trips = models.PositiveIntegerField(null=True, blank=True)
     sync_seconds = models.FloatField(null=True, blank=True)
+    housekeeping_cpus = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="CPUs reserved for the host's own work and QEMU emulator threads (a cpulist); "
+        "the other online CPUs form the guest pool.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -171,41 +177,3 @@ class Domain(models.Model):
         for name in names:
             add(name, live.get("sched", {}).get(name), config.get("sched", {}).get(name), unset=0)
         return rows
-
-
-class AuditEvent(models.Model):
-    """An append-only record of a change: who did what to which object, with the before and after.
-
-    Rows are written by service functions in the same transaction as the change they record.
-    """
-
-    class Action(models.TextChoices):
-        HOST_CREATE = "host.create", "Host added"
-        HOST_UPDATE = "host.update", "Host changed"
-        HOST_DELETE = "host.delete", "Host removed"
-        HOST_DOWN = "host.down", "Host went down"
-        HOST_UP = "host.up", "Host came back"
-
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    actor = models.ForeignKey(
-        "auth.User",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="audit_events",
-        help_text="Who acted; empty for the system (e.g. a sync noticing a host went down).",
-    )
-    action = models.CharField(max_length=40, choices=Action.choices)
-    host = models.ForeignKey(
-        Host, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
-    )
-    object_repr = models.CharField(max_length=200, help_text="What was changed, as it was named then.")
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    message = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_repr}"

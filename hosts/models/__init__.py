@@ -1,0 +1,19 @@
+"""isoweb's models: the inventory, pin profiles, change requests and the audit log."""
+
+from hosts.models.audit import AuditEvent
+from hosts.models.changes import ApplyJob, ChangeRequest, ChangeTarget
+from hosts.models.inventory import Domain, Host, HostCPU, NumaCell
+from hosts.models.profiles import PinProfile, PinProfileRevision
+
+__all__ = [
+    "ApplyJob",
+    "AuditEvent",
+    "ChangeRequest",
+    "ChangeTarget",
+    "Domain",
+    "Host",
+    "HostCPU",
+    "NumaCell",
+    "PinProfile",
+    "PinProfileRevision",
+]
