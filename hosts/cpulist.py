@@ -19,6 +19,8 @@ class CpulistError(ValueError):
 def _parse_number(token: str, whole: str) -> int:
     if not token.isdigit() or not token.isascii():
         raise CpulistError(f"'{token}' in '{whole}' is not a CPU number")
+    if len(token) > len(str(MAX_CPU_ID)):
+        raise CpulistError(f"CPU '{token[:12]}...' in the list is beyond the largest CPU number ({MAX_CPU_ID - 1})")
     value = int(token)
     if value >= MAX_CPU_ID:
         raise CpulistError(f"CPU {value} in '{whole}' is beyond the largest CPU number ({MAX_CPU_ID - 1})")

@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
+from hosts.cpulist import format_cpulist, parse_cpulist
 
 # Same names and order as libvirt's scheduler parameters (hosts.libvirt_client.SCHED_PARAMETERS), repeated
 # here because this module must not import libvirt.
@@ -146,7 +146,9 @@ def _strategy(section: str, value: Any, choices: tuple[str, ...], out: _Collecto
         out.add(f"{section}.strategy", f"{section}.strategy is missing; choose one of {', '.join(choices)}")
         return None
     if not isinstance(strategy, str) or strategy not in choices:
-        out.add(f"{section}.strategy", f"{section}.strategy {strategy!r} is unknown; choose one of {', '.join(choices)}")
+        out.add(
+            f"{section}.strategy", f"{section}.strategy {strategy!r} is unknown; choose one of {', '.join(choices)}"
+        )
         return None
     allowed = {"strategy", "cpus"} if strategy in ("pool", "explicit", "cpulist") else {"strategy"}
     for key in value:
