@@ -177,9 +177,7 @@ def connect(uri: str) -> libvirt.virConnect:
         try:
             from django.conf import settings
 
-            conn.setKeepAlive(
-                settings.ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL, settings.ISOWEB_LIBVIRT_KEEPALIVE_COUNT
-            )
+            conn.setKeepAlive(settings.ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL, settings.ISOWEB_LIBVIRT_KEEPALIVE_COUNT)
             conn.registerCloseCallback(_on_close, uri)
         except libvirt.libvirtError as exc:
             # Local (qemu:///system) connections have no keepalive; that is fine.
@@ -342,14 +340,10 @@ def parse_capabilities(xml: str, online: frozenset[int]) -> HostFacts:
                 cpus=tuple(HostCPU(c, None, None, None, str(c), True) for c in sorted(online)),
             )
         )
-    return HostFacts(
-        hostname="", libvirt_version="", hypervisor_version="", cpu_model=model, cells=tuple(cells)
-    )
+    return HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model=model, cells=tuple(cells))
 
 
-def tuning_from_xml(
-    xml: str, sched: dict[str, int], host_cpus: frozenset[int]
-) -> tuple[Tuning, dict[str, Any]]:
+def tuning_from_xml(xml: str, sched: dict[str, int], host_cpus: frozenset[int]) -> tuple[Tuning, dict[str, Any]]:
     """Return a guest's tuning from its domain XML, with the defaults libvirt's getters apply.
 
     libvirt's ``vcpupin``/``emulatorpin``/``iothreadinfo`` getters fall back, for a thread with no pin of its
@@ -399,9 +393,7 @@ def tuning_from_xml(
     return tuning, facts
 
 
-def _domain_facts(
-    rt: RoundTrips, dom: libvirt.virDomain, state_code: int, host_cpus: frozenset[int]
-) -> DomainFacts:
+def _domain_facts(rt: RoundTrips, dom: libvirt.virDomain, state_code: int, host_cpus: frozenset[int]) -> DomainFacts:
     active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
     persistent = True
     config: Tuning | None = None
@@ -481,6 +473,111 @@ def fetch_inventory(uri: str) -> Inventory:
     )
 
 
+# --- reading, applying and restoring a guest's tuning (the apply engine) ------------------------
+
+_SCOPE_FLAGS = {"live": libvirt.VIR_DOMAIN_AFFECT_LIVE, "config": libvirt.VIR_DOMAIN_AFFECT_CONFIG}
+# On cgroup v1 a child's quota may not exceed its parent's, so the order in which caps are written matters:
+# loosening must raise the guest-wide (parent) cap first, tightening must lower the per-thread caps first.
+_PARENT_SCHED = ("global_period", "global_quota")
+
+
+@dataclass(frozen=True)
+class GuestSnapshot:
+    """A guest's tuning as libvirt reports it at one moment, plus its persistent XML for an exact restore."""
+
+    facts: DomainFacts
+    config_xml: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": self.facts.state,
+            "live": self.facts.live.as_json() if self.facts.live else None,
+            "config": self.facts.config.as_json() if self.facts.config else None,
+            "affinity": {str(k): v for k, v in sorted(self.facts.affinity.items())},
+            "config_xml": self.config_xml,
+        }
+
+
+def _lookup(rt: RoundTrips, conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
+    return rt.call(conn.lookupByUUIDString, uuid)
+
+
+def _host_cpu_count(rt: RoundTrips, conn: libvirt.virConnect) -> tuple[int, frozenset[int]]:
+    ncpus, cpumap, _online = rt.call(conn.getCPUMap)
+    return ncpus, cpumap_to_cpus(cpumap)
+
+
+def read_guest(uri: str, uuid: str) -> GuestSnapshot:
+    """Read one guest's live and config tuning, real vCPU affinity and persistent XML."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = _lookup(rt, conn, uuid)
+    _ncpus, online = _host_cpu_count(rt, conn)
+    state, _reason = rt.call(dom.state)
+    facts = _domain_facts(rt, dom, state, online)
+    xml = None
+    if facts.persistent:
+        xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    return GuestSnapshot(facts=facts, config_xml=xml)
+
+
+def _cpumap(cpulist: str, ncpus: int) -> tuple[bool, ...]:
+    cpus = parse_cpulist(cpulist)
+    return tuple(i in cpus for i in range(ncpus))
+
+
+def _set_sched(rt: RoundTrips, dom: libvirt.virDomain, sched: dict[str, int], flag: int) -> None:
+    if not sched:
+        return
+    parent = {k: v for k, v in sched.items() if k in _PARENT_SCHED}
+    children = {k: v for k, v in sched.items() if k not in _PARENT_SCHED}
+    try:
+        rt.call(dom.setSchedulerParametersFlags, {**parent, **children}, flag)
+    except PermanentVirtError:
+        if not parent or not children:
+            raise
+        # The other order: per-thread caps first, then the guest-wide one.
+        rt.call(dom.setSchedulerParametersFlags, children, flag)
+        rt.call(dom.setSchedulerParametersFlags, parent, flag)
+
+
+def apply_tuning(uri: str, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> int:
+    """Write the desired pins and caps to a guest, live and/or in its config; return the round trips.
+
+    ``desired`` has the inventory's shape and holds only what should change. Each scope is written
+    separately: the binding's scheduler setter reads back with the same flags, which rejects LIVE|CONFIG.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = _lookup(rt, conn, uuid)
+    ncpus, _online = _host_cpu_count(rt, conn)
+    for scope in scopes:
+        flag = _SCOPE_FLAGS[scope]
+        for vcpu, cpulist in sorted((desired.get("vcpupin") or {}).items(), key=lambda kv: int(kv[0])):
+            rt.call(dom.pinVcpuFlags, int(vcpu), _cpumap(cpulist, ncpus), flag)
+        if desired.get("emulatorpin"):
+            rt.call(dom.pinEmulator, _cpumap(desired["emulatorpin"], ncpus), flag)
+        for iothread, cpulist in sorted((desired.get("iothreadpin") or {}).items(), key=lambda kv: int(kv[0])):
+            rt.call(dom.pinIOThread, int(iothread), _cpumap(cpulist, ncpus), flag)
+        _set_sched(rt, dom, {k: int(v) for k, v in (desired.get("sched") or {}).items()}, flag)
+    return rt.count
+
+
+def restore_guest(uri: str, uuid: str, before: dict[str, Any], scopes: tuple[str, ...]) -> None:
+    """Put a guest back as a snapshot found it.
+
+    Live tuning is written back value by value (scheduler parameters in whichever order the kernel
+    accepts); the persistent config is restored exactly by redefining the snapshot's XML.
+    """
+    if "live" in scopes and before.get("live"):
+        live = before["live"]
+        apply_tuning(uri, uuid, {**live, "sched": live.get("sched") or {}}, ("live",))
+    if "config" in scopes and before.get("config_xml"):
+        conn = connect(uri)
+        rt = RoundTrips(uri)
+        rt.call(conn.defineXML, before["config_xml"])
+
+
 # --- guest lifecycle (used by the demo/test fleet) ------------------------------------------------
 
 
@@ -525,3 +622,124 @@ def list_domain_names(uri: str) -> list[str]:
     conn = connect(uri)
     rt = RoundTrips(uri)
     return sorted(dom.name() for dom in rt.call(conn.listAllDomains, 0))
+
+
+# --- stats (collector) -----------------------------------------------------------------------------
+
+_CPU_STATS_FLAGS = libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_VCPU
+# Only active guests: a shut-off guest reports libvirtd's own CPU time in libvirt 9.0.
+_ACTIVE_ONLY = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+
+
+@dataclass(frozen=True)
+class GuestCPUCounters:
+    """One running guest's cumulative CPU counters in nanoseconds, as libvirt's bulk stats report them.
+
+    ``cpu_time`` covers every thread of the QEMU process (vCPUs, emulator, I/O threads); ``vcpu_time`` and
+    ``vcpu_delay`` (run-queue wait, i.e. steal) are keyed by vCPU number, which may be sparse after hotplug.
+    """
+
+    uuid: str
+    name: str
+    cpu_time: int
+    vcpu_time: dict[int, int]
+    vcpu_delay: dict[int, int]
+
+
+@dataclass(frozen=True)
+class HostCPUCounters:
+    """One host CPU's cumulative time in nanoseconds: busy (kernel + user) and total (busy + idle + iowait)."""
+
+    cpu_id: int
+    busy: int
+    total: int
+
+
+@dataclass(frozen=True)
+class StatsSample:
+    """One tick's counters for a host, stamped with the collector's monotonic and wall clocks.
+
+    ``mono`` is the midpoint of the bulk guest call, so rates are computed over the interval libvirt
+    really sampled, immune to wall-clock steps; ``wall`` places the sample on the chart's time axis.
+    """
+
+    mono: float
+    wall: float
+    guests: tuple[GuestCPUCounters, ...]
+    host_cpus: tuple[HostCPUCounters, ...]
+    round_trips: int
+
+
+def _guest_counters(dom: libvirt.virDomain, stats: dict[str, Any]) -> GuestCPUCounters:
+    vcpu_time: dict[int, int] = {}
+    vcpu_delay: dict[int, int] = {}
+    for key, value in stats.items():
+        if not key.startswith("vcpu."):
+            continue
+        parts = key.split(".")
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue  # vcpu.current, vcpu.maximum and KVM's per-vCPU "*.sum" counters
+        if parts[2] == "time":
+            vcpu_time[int(parts[1])] = int(value)
+        elif parts[2] == "delay":
+            vcpu_delay[int(parts[1])] = int(value)
+    return GuestCPUCounters(
+        uuid=dom.UUIDString(),
+        name=dom.name(),
+        cpu_time=int(stats.get("cpu.time", 0)),
+        vcpu_time=vcpu_time,
+        vcpu_delay=vcpu_delay,
+    )
+
+
+def _host_cpu_counters(rt: RoundTrips, conn: libvirt.virConnect, cpu_ids: tuple[int, ...]) -> list[HostCPUCounters]:
+    # VIR_NODE_CPU_STATS_ALL_CPUS (-1) returns one sum over every CPU, not one entry per CPU, so painting
+    # the CPU map needs one call per CPU (each well under a millisecond).
+    result: list[HostCPUCounters] = []
+    for cpu_id in cpu_ids:
+        raw = rt.call(conn.getCPUStats, cpu_id)
+        busy = int(raw.get("kernel", 0)) + int(raw.get("user", 0))
+        result.append(HostCPUCounters(cpu_id, busy, busy + int(raw.get("idle", 0)) + int(raw.get("iowait", 0))))
+    return result
+
+
+def fetch_cpu_stats(uri: str, host_cpu_ids: tuple[int, ...] = ()) -> StatsSample:
+    """Read every running guest's CPU counters in one bulk call, then each listed host CPU's counters.
+
+    This is the collector's whole per-tick cost on a host: one ``getAllDomainStats`` round trip for all
+    guests plus one ``getCPUStats`` per host CPU.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        wall = time.time()
+        before = time.monotonic()
+        records = rt.call(conn.getAllDomainStats, _CPU_STATS_FLAGS, _ACTIVE_ONLY)
+        mono = (before + time.monotonic()) / 2
+        guests = tuple(_guest_counters(dom, stats) for dom, stats in records)
+        host_cpus = tuple(_host_cpu_counters(rt, conn, host_cpu_ids))
+    except TransientVirtError:
+        disconnect(uri)
+        raise
+    return StatsSample(mono=mono, wall=wall, guests=guests, host_cpus=host_cpus, round_trips=rt.count)
+
+
+def fetch_cpu_stats_per_guest(uri: str) -> StatsSample:
+    """Read the same guest counters one guest at a time (list, then one stats call per guest).
+
+    The way a script without the bulk call would do it; kept as the benchmark's baseline.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        wall = time.time()
+        before = time.monotonic()
+        guests = []
+        for dom in rt.call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            for record_dom, stats in rt.call(conn.domainListGetStats, [dom], _CPU_STATS_FLAGS, 0):
+                guests.append(_guest_counters(record_dom, stats))
+        mono = (before + time.monotonic()) / 2
+    except TransientVirtError:
+        disconnect(uri)
+        raise
+    return StatsSample(mono=mono, wall=wall, guests=tuple(guests), host_cpus=(), round_trips=rt.count)

@@ -53,4 +53,16 @@ def roles_context(request: HttpRequest) -> dict[str, Any]:
         "user_roles": sorted(roles),
         "can_manage_hosts": ADMIN in roles,
         "can_sync": bool(roles & {OPERATOR, APPROVER, ADMIN}),
+        "can_draft": OPERATOR in roles,
+        "can_approve": APPROVER in roles,
     }
+
+
+def can_draft(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Operators draft profiles and change requests."""
+    return OPERATOR in roles_of(user)
+
+
+def can_approve(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Approvers approve, reject and roll back change requests (never their own, see the service)."""
+    return APPROVER in roles_of(user)

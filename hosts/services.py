@@ -27,7 +27,7 @@ _HOST_AUDIT_FIELDS = ("name", "uri", "transport")
 Actor = User | AnonymousUser | None
 
 
-def _user(actor: Actor) -> User | None:
+def audit_user(actor: Actor) -> User | None:
     """Return the acting user for the audit row; None stands for the system itself."""
     return actor if isinstance(actor, User) else None
 
@@ -44,7 +44,7 @@ def create_host(*, name: str, uri: str, actor: Actor) -> Host:
     host.full_clean()
     host.save()
     AuditEvent.objects.create(
-        actor=_user(actor),
+        actor=audit_user(actor),
         action=AuditEvent.Action.HOST_CREATE,
         host=host,
         object_repr=host.name,

@@ -165,7 +165,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(ISOWEB_SYNC_INTERVAL),
         "options": {"expires": float(ISOWEB_SYNC_INTERVAL)},
     },
+    "apply-due-change-requests": {
+        "task": "hosts.tasks.apply_due_change_requests",
+        "schedule": 15.0,
+        "options": {"expires": 15.0},
+    },
 }
+# A task whose worker dies is handed to another worker (apply jobs are idempotent and claimed by row).
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("ISOWEB_VISIBILITY_TIMEOUT", 600)}
 
 # libvirt connections: keepalive interval (s) and missed answers before a host counts as dead.
 ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL = env_int("ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL", 5)

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from hosts.roles import can_manage_hosts, can_sync, can_view
+from hosts.roles import can_approve, can_draft, can_manage_hosts, can_sync, can_view
 
 
 class CanView(BasePermission):
@@ -33,3 +33,28 @@ class CanSync(CanView):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return can_sync(request.user)
+
+
+class CanDraftOrReadOnly(CanView):
+    """Every role reads; operators create and revise profiles and change requests."""
+
+    message = "Only operators may draft profiles and change requests."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return can_view(request.user)
+        return can_draft(request.user)
+
+
+class CanApprove(CanView):
+    message = "Only approvers may approve, reject or roll back change requests."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return can_approve(request.user)
+
+
+class CanManageHosts(CanView):
+    message = "Only admins may change hosts and their CPU partitions."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return can_manage_hosts(request.user)

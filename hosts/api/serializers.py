@@ -50,6 +50,7 @@ class HostSerializer(serializers.ModelSerializer[Host]):
             "cpu_model",
             "sync_round_trips",
             "sync_seconds",
+            "housekeeping_cpus",
             "cpu_count",
             "cell_count",
             "domain_count",

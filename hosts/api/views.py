@@ -2,15 +2,18 @@
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hosts import tasks
-from hosts.api.permissions import CanManageHostsOrReadOnly, CanSync
+from hosts import profiles, tasks
+from hosts.api.permissions import CanManageHosts, CanManageHostsOrReadOnly, CanSync
+from hosts.api.profiles import PartitionSerializer, django_errors
 from hosts.api.serializers import DomainSerializer, HostDetailSerializer, HostSerializer
 from hosts.filters import DomainFilterSet, HostFilterSet
 from hosts.models import Domain, Host, HostCPU, NumaCell
@@ -48,6 +51,21 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         host = self.get_object()
         result = tasks.sync_host.delay(host.pk)
         return Response({"host": host.pk, "task_id": result.id, "queued": True}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=PartitionSerializer, responses={200: PartitionSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanManageHosts])
+    def partition(self, request: Request, pk: str | None = None) -> Response:
+        """Set the host's housekeeping CPUs; the rest of its online CPUs form the guest pool."""
+        host = self.get_object()
+        data = PartitionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            host = profiles.set_host_partition(
+                host.pk, housekeeping_cpus=data.validated_data["housekeeping_cpus"], actor=request.user
+            )
+        except DjangoValidationError as exc:
+            return Response(django_errors(exc), status=status.HTTP_400_BAD_REQUEST)
+        return Response({"housekeeping_cpus": host.housekeeping_cpus})
 
 
 class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):

@@ -138,7 +138,8 @@ class ApplyJob(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the claiming worker.")
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="hostname:pid of the claiming worker.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

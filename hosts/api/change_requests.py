@@ -1,0 +1,245 @@
+"""API for change requests (approve, reject and roll back are POST actions) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hosts import change_requests
+from hosts.api.permissions import CanApprove, CanDraftOrReadOnly
+from hosts.api.profiles import django_errors
+from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
+
+
+class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
+    """One guest's plan and result."""
+
+    host_name = serializers.CharField(source="host.name", read_only=True)
+    before = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ChangeTarget
+        fields = [
+            "id",
+            "domain",
+            "domain_name",
+            "domain_uuid",
+            "host",
+            "host_name",
+            "status",
+            "desired",
+            "diff",
+            "warnings",
+            "before",
+            "after",
+            "error",
+            "restore_error",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_before(self, obj: ChangeTarget) -> dict[str, Any] | None:
+        return None if obj.before is None else {k: v for k, v in obj.before.items() if k != "config_xml"}
+
+
+class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
+    """A change request. Create with ``profile`` (latest revision) or ``profile_revision``, ``domains``,
+    ``scope``, ``reason`` and optionally ``apply_at``."""
+
+    profile = serializers.PrimaryKeyRelatedField(
+        queryset=PinProfile.objects.all(),
+        write_only=True,
+        required=False,
+        help_text="Use the profile's latest revision.",
+    )
+    profile_revision = serializers.PrimaryKeyRelatedField(
+        queryset=PinProfileRevision.objects.select_related("profile"), required=False
+    )
+    profile_name = serializers.CharField(source="profile_revision.profile.name", read_only=True)
+    revision_number = serializers.IntegerField(source="profile_revision.number", read_only=True)
+    domains = serializers.PrimaryKeyRelatedField(queryset=Domain.objects.all(), many=True, write_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True)
+    decided_by = serializers.CharField(source="decided_by.username", read_only=True, default=None)
+    rolled_back_by = serializers.CharField(source="rolled_back_by.username", read_only=True, default=None)
+    results = TargetSerializer(source="targets", many=True, read_only=True)
+
+    class Meta:
+        model = ChangeRequest
+        fields = [
+            "id",
+            "profile",
+            "profile_revision",
+            "profile_name",
+            "revision_number",
+            "domains",
+            "scope",
+            "reason",
+            "apply_at",
+            "status",
+            "status_message",
+            "requested_by",
+            "created_at",
+            "decided_by",
+            "decided_at",
+            "decision_comment",
+            "started_at",
+            "finished_at",
+            "rolled_back_by",
+            "rolled_back_at",
+            "results",
+        ]
+        read_only_fields = [
+            "status",
+            "status_message",
+            "created_at",
+            "decided_at",
+            "decision_comment",
+            "started_at",
+            "finished_at",
+            "rolled_back_at",
+        ]
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("profile_revision"):
+            profile = attrs.get("profile")
+            if profile is None:
+                raise serializers.ValidationError({"profile": ["Name the profile (or profile_revision) to apply."]})
+            attrs["profile_revision"] = profile.revisions.order_by("-number").first()
+        return attrs
+
+    def create(self, validated_data: dict[str, Any]) -> ChangeRequest:
+        try:
+            return change_requests.create_change_request(
+                revision=validated_data["profile_revision"],
+                domain_ids=[d.pk for d in validated_data["domains"]],
+                scope=validated_data.get("scope", ChangeRequest.Scope.BOTH),
+                reason=validated_data.get("reason", ""),
+                apply_at=validated_data.get("apply_at"),
+                actor=self.context["request"].user,
+            )
+        except change_requests.PlanError:
+            raise  # answered by the view with the plan as it is (a ValidationError would stringify it)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(django_errors(exc)) from exc
+
+
+class DecisionSerializer(serializers.Serializer[Any]):
+    comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ChangeRequestFilterSet(django_filters.FilterSet):
+    class Meta:
+        model = ChangeRequest
+        fields = ["status", "scope", "requested_by", "decided_by"]
+
+
+class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[ChangeRequest]):
+    """Change requests: operators create them, approvers (never the requester) approve, reject, roll back."""
+
+    serializer_class = ChangeRequestSerializer
+    permission_classes = [CanDraftOrReadOnly]
+    filterset_class = ChangeRequestFilterSet
+    ordering_fields = ["created_at", "status"]
+
+    def get_queryset(self) -> QuerySet[ChangeRequest]:
+        return (
+            ChangeRequest.objects.select_related(
+                "profile_revision__profile", "requested_by", "decided_by", "rolled_back_by"
+            )
+            .prefetch_related("targets__host")
+            .order_by("-created_at", "-id")
+        )
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return super().create(request, *args, **kwargs)
+        except change_requests.PlanError as exc:
+            return Response({"detail": exc.messages, "plan": exc.plans}, status=status.HTTP_400_BAD_REQUEST)
+
+    def _act(self, request: Request, fn: Any, **kwargs: Any) -> Response:
+        cr = self.get_object()
+        try:
+            fn(cr.pk, actor=request.user, **kwargs)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:
+            return Response(django_errors(exc), status=status.HTTP_409_CONFLICT)
+        return Response(self.get_serializer(self.get_queryset().get(pk=cr.pk)).data)
+
+    @extend_schema(request=DecisionSerializer, responses={200: ChangeRequestSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanApprove])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        """Approve a pending request made by someone else; it is applied at once or at its apply time."""
+        data = DecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._act(request, change_requests.approve_change_request, comment=data.validated_data["comment"])
+
+    @extend_schema(request=DecisionSerializer, responses={200: ChangeRequestSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanApprove])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        """Reject a pending request made by someone else."""
+        data = DecisionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._act(request, change_requests.reject_change_request, comment=data.validated_data["comment"])
+
+    @extend_schema(request=None, responses={202: ChangeRequestSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanApprove])
+    def rollback(self, request: Request, pk: str | None = None) -> Response:
+        """Put every guest the request changed back as it was before."""
+        response = self._act(request, change_requests.request_rollback)
+        if response.status_code == status.HTTP_200_OK:
+            response.status_code = status.HTTP_202_ACCEPTED
+        return response
+
+
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "actor",
+            "action",
+            "host",
+            "domain",
+            "change_request",
+            "profile",
+            "object_repr",
+            "before",
+            "after",
+            "message",
+        ]
+        read_only_fields = fields
+
+
+class AuditEventFilterSet(django_filters.FilterSet):
+    """Filter the audit log by action, actor (username), object and time."""
+
+    actor = django_filters.CharFilter(field_name="actor__username")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["action", "actor", "host", "domain", "change_request", "profile", "since", "until"]
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
+    """The append-only audit log."""
+
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilterSet
+    queryset = AuditEvent.objects.select_related("actor").order_by("-created_at", "-id")

@@ -1,0 +1,125 @@
+"""API for pin profiles (immutable revisions), plan previews and host CPU partitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from hosts import profiles
+from hosts.api.permissions import CanDraftOrReadOnly, CanView
+from hosts.change_requests import plan_rows
+from hosts.models import ChangeRequest, Domain, PinProfile, PinProfileRevision
+from hosts.planning import plan_for_domains
+from hosts.profile_schema import ProfileError, validate_profile
+
+
+def django_errors(exc: DjangoValidationError) -> Any:
+    return exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+
+
+class RevisionSerializer(serializers.ModelSerializer[PinProfileRevision]):
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = PinProfileRevision
+        fields = ["id", "number", "content", "comment", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class ProfileSerializer(serializers.ModelSerializer[PinProfile]):
+    """A profile with its revisions (newest first); writing ``content`` adds a revision."""
+
+    content = serializers.JSONField(write_only=True, help_text="vcpupin, emulatorpin, iothreadpin, sched")
+    comment = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=200)
+    latest = serializers.SerializerMethodField()
+    revisions = RevisionSerializer(many=True, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = PinProfile
+        fields = ["id", "name", "description", "content", "comment", "latest", "revisions", "created_by", "created_at"]
+        read_only_fields = ["id", "latest", "revisions", "created_by", "created_at"]
+
+    def get_latest(self, obj: PinProfile) -> dict[str, Any] | None:
+        revisions = list(obj.revisions.all())
+        return RevisionSerializer(revisions[0]).data if revisions else None
+
+    def _call(self, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except ProfileError as exc:
+            raise serializers.ValidationError({"content": exc.errors}) from exc
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(django_errors(exc)) from exc
+
+    def create(self, validated_data: dict[str, Any]) -> PinProfile:
+        return self._call(
+            profiles.create_profile,
+            name=validated_data["name"],
+            description=validated_data.get("description", ""),
+            content=validated_data["content"],
+            actor=self.context["request"].user,
+        )
+
+    def update(self, instance: PinProfile, validated_data: dict[str, Any]) -> PinProfile:
+        if "name" in validated_data and validated_data["name"] != instance.name:
+            raise serializers.ValidationError({"name": ["A profile's name cannot change; create a new profile."]})
+        if "content" not in validated_data:
+            raise serializers.ValidationError({"content": ["Editing a profile means giving its new content."]})
+        self._call(
+            profiles.revise_profile,
+            profile_id=instance.pk,
+            content=validated_data["content"],
+            description=validated_data.get("description"),
+            comment=validated_data.get("comment", ""),
+            actor=self.context["request"].user,
+        )
+        return PinProfile.objects.prefetch_related(_revisions()).get(pk=instance.pk)
+
+
+def _revisions() -> Prefetch:
+    return Prefetch("revisions", queryset=PinProfileRevision.objects.select_related("created_by").order_by("-number"))
+
+
+class PlanRequestSerializer(serializers.Serializer[Any]):
+    """Plan some content (saved or not) for guests, without recording anything."""
+
+    content = serializers.JSONField()
+    domains = serializers.PrimaryKeyRelatedField(queryset=Domain.objects.select_related("host"), many=True)
+    scope = serializers.ChoiceField(choices=ChangeRequest.Scope.choices, default="both")
+
+
+class ProfileViewSet(viewsets.ModelViewSet[PinProfile]):
+    """Pin profiles. Every role reads; operators create them and add revisions (PUT/PATCH with content)."""
+
+    serializer_class = ProfileSerializer
+    permission_classes = [CanDraftOrReadOnly]
+    http_method_names = ["get", "post", "put", "patch", "head", "options"]
+    filterset_fields = ["name"]
+
+    def get_queryset(self) -> QuerySet[PinProfile]:
+        return PinProfile.objects.select_related("created_by").prefetch_related(_revisions()).order_by("name")
+
+    @extend_schema(request=PlanRequestSerializer, responses={200: dict})
+    @action(detail=False, methods=["post"], url_path="plan", permission_classes=[CanView])
+    def plan(self, request: Request) -> Response:
+        """Validate profile content and plan it for guests: per guest the desired values, diff and issues."""
+        data = PlanRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            spec = validate_profile(data.validated_data["content"])
+        except ProfileError as exc:
+            return Response({"content": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        planned = plan_for_domains(spec, data.validated_data["domains"], data.validated_data["scope"])
+        return Response({"content": spec.as_json(), "ok": all(t.ok for t in planned), "plans": plan_rows(planned)})
+
+
+class PartitionSerializer(serializers.Serializer[Any]):
+    housekeeping_cpus = serializers.CharField(allow_blank=True, max_length=200)

@@ -1,0 +1,363 @@
+"""Service functions for change requests: propose, approve or reject (four eyes), start, finish, roll back.
+
+The plan is computed when the request is made, shown to the approver, and computed again from fresh
+inventory when the apply starts; if it no longer holds, the request fails with the reason and nothing is
+touched. The per-host work itself is in hosts/apply.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from hosts import services
+from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
+from hosts.planning import plan_for_domains
+from hosts.profile_schema import validate_profile
+from hosts.services import Actor, audit_user
+
+log = logging.getLogger(__name__)
+
+# Planner findings that concern one guest's availability rather than the plan as a whole: at apply time they
+# fail that guest alone (unchanged) while the others go ahead.
+AVAILABILITY_CODES = {"guest_not_running"}
+
+
+class PlanError(ValidationError):
+    """The plan has errors for some guests; ``plans`` holds every guest's plan for showing them."""
+
+    def __init__(self, message: str, plans: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.plans = plans
+
+
+def _audit(cr: ChangeRequest, action: str, actor: Actor = None, **fields: Any) -> None:
+    AuditEvent.objects.create(
+        actor=audit_user(actor), action=action, change_request=cr, object_repr=f"CR-{cr.pk}", **fields
+    )
+
+
+def plan_rows(targets: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "domain": t.domain.pk,
+            "name": t.domain.name,
+            "host": t.domain.host.name,
+            "desired": t.plan.desired,
+            "diff": t.diff,
+            "errors": [i.as_json() for i in t.plan.errors],
+            "warnings": [i.as_json() for i in t.plan.warnings],
+        }
+        for t in targets
+    ]
+
+
+@transaction.atomic
+def create_change_request(
+    *,
+    revision: PinProfileRevision,
+    domain_ids: Sequence[int],
+    scope: str,
+    reason: str,
+    apply_at: datetime | None = None,
+    actor: Actor,
+) -> ChangeRequest:
+    """Plan a profile revision for guests and record the request, pending approval.
+
+    Refused (nothing saved) when a guest is unknown, the reason is empty, or the plan has errors for any
+    guest; warnings are kept and shown to the approver.
+    """
+    requester = audit_user(actor)
+    if requester is None:
+        raise PermissionDenied("Log in to request a change.")
+    if scope not in ChangeRequest.Scope.values:
+        raise ValidationError({"scope": [f"Scope must be one of {', '.join(ChangeRequest.Scope.values)}."]})
+    if not (reason or "").strip():
+        raise ValidationError({"reason": ["Say why this change is needed."]})
+    ids = list(dict.fromkeys(int(i) for i in domain_ids))
+    if not ids:
+        raise ValidationError({"domains": ["Pick at least one guest."]})
+    domains = {d.pk: d for d in Domain.objects.filter(pk__in=ids).select_related("host")}
+    missing = [i for i in ids if i not in domains]
+    if missing:
+        raise ValidationError({"domains": [f"No such guest: {', '.join(map(str, missing))}."]})
+    stale = [d.name for d in domains.values() if d.is_stale]
+    if stale:
+        raise ValidationError({"domains": [f"The host of {', '.join(stale)} is down; its state is not known."]})
+    spec = validate_profile(revision.content)
+    planned = plan_for_domains(spec, [domains[i] for i in ids], scope)
+    if not all(t.ok for t in planned):
+        bad = [f"{t.domain.name}: {t.plan.errors[0].message}" for t in planned if not t.ok]
+        raise PlanError("The plan has errors: " + "; ".join(bad), plan_rows(planned))
+    cr = ChangeRequest.objects.create(
+        profile_revision=revision,
+        scope=scope,
+        reason=reason.strip(),
+        apply_at=apply_at,
+        requested_by=requester,
+    )
+    ChangeTarget.objects.bulk_create(
+        ChangeTarget(
+            change_request=cr,
+            host=t.domain.host,
+            domain=t.domain,
+            domain_uuid=t.domain.uuid,
+            domain_name=t.domain.name,
+            desired=t.plan.desired,
+            diff=t.diff,
+            warnings=[i.as_json() for i in t.plan.warnings],
+        )
+        for t in planned
+    )
+    _audit(
+        cr,
+        AuditEvent.Action.CHANGE_CREATE,
+        actor,
+        after={
+            "profile": str(revision),
+            "scope": scope,
+            "reason": cr.reason,
+            "targets": plan_rows(planned),
+            "apply_at": apply_at.isoformat() if apply_at else None,
+        },
+    )
+    return cr
+
+
+def _decide(cr_id: int, *, approve: bool, comment: str, actor: Actor) -> ChangeRequest:
+    cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
+    user = audit_user(actor)
+    if user is None:
+        raise PermissionDenied("Log in to decide on a change request.")
+    if cr.requested_by_id == user.pk:
+        raise PermissionDenied("You cannot approve or reject your own change request: someone else must.")
+    if cr.status != ChangeRequest.Status.PENDING:
+        raise ValidationError(f"This change request is {cr.get_status_display().lower()}, not pending.")
+    cr.decided_by, cr.decided_at, cr.decision_comment = user, timezone.now(), comment or ""
+    cr.status = ChangeRequest.Status.SCHEDULED if approve else ChangeRequest.Status.REJECTED
+    cr.save()
+    action = AuditEvent.Action.CHANGE_APPROVE if approve else AuditEvent.Action.CHANGE_REJECT
+    _audit(cr, action, actor, message=comment or "")
+    return cr
+
+
+@transaction.atomic
+def approve_change_request(cr_id: int, *, comment: str = "", actor: Actor) -> ChangeRequest:
+    """Approve someone else's pending request; it is applied at once, or at its apply time."""
+    cr = _decide(cr_id, approve=True, comment=comment, actor=actor)
+    if cr.apply_at is None or cr.apply_at <= timezone.now():
+        from hosts import tasks
+
+        tasks.start_change_request.delay_on_commit(cr.pk)
+    return cr
+
+
+@transaction.atomic
+def reject_change_request(cr_id: int, *, comment: str = "", actor: Actor) -> ChangeRequest:
+    """Reject someone else's pending request; nothing is applied."""
+    return _decide(cr_id, approve=False, comment=comment, actor=actor)
+
+
+def due_change_requests() -> list[int]:
+    """Return the approved requests whose apply time has come."""
+    now = timezone.now()
+    return list(
+        ChangeRequest.objects.filter(status=ChangeRequest.Status.SCHEDULED)
+        .filter(Q(apply_at__isnull=True) | Q(apply_at__lte=now))
+        .values_list("pk", flat=True)
+    )
+
+
+def _abort(cr: ChangeRequest, reason: str) -> None:
+    with transaction.atomic():
+        ChangeRequest.objects.filter(pk=cr.pk).update(
+            status=ChangeRequest.Status.FAILED, status_message=reason, finished_at=timezone.now()
+        )
+        cr.targets.update(status=ChangeTarget.Status.SKIPPED, error=reason)
+        _audit(cr, AuditEvent.Action.CHANGE_ABORTED, message=reason)
+
+
+def start_change_request(cr_id: int) -> list[int]:
+    """Begin applying an approved request: refresh inventory, re-plan, and queue one job per host.
+
+    Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
+    applying only has its unfinished jobs handed back. Returns the job ids to run.
+    """
+    now = timezone.now()
+    claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
+        status=ChangeRequest.Status.APPLYING, started_at=now
+    )
+    cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
+    if not claimed:
+        if cr.status != ChangeRequest.Status.APPLYING:
+            return []
+        return list(
+            cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE).values_list("pk", flat=True)
+        )
+    _audit(cr, AuditEvent.Action.CHANGE_APPLY)
+    targets = list(cr.targets.select_related("host", "domain"))
+    for host_id in {t.host_id for t in targets}:
+        services.sync_host(host_id)  # re-plan from what the hosts say now, not from the last beat
+    unavailable: dict[int, str] = {}
+    live_targets = []
+    for t in targets:
+        domain = Domain.objects.filter(host_id=t.host_id, uuid=t.domain_uuid).select_related("host").first()
+        if domain is None:
+            unavailable[t.pk] = f"{t.domain_name} no longer exists on {t.host.name}; it was not changed."
+        elif domain.is_stale:
+            unavailable[t.pk] = (
+                f"{t.host.name} cannot be reached ({t.host.last_error or 'down'}); {t.domain_name} was not changed."
+            )
+        else:
+            live_targets.append((t, domain))
+    spec = validate_profile(cr.profile_revision.content)
+    replanned = plan_for_domains(spec, [d for _t, d in live_targets], cr.scope)
+    for (t, _d), fresh in zip(live_targets, replanned, strict=True):
+        availability = [i for i in fresh.plan.errors if i.code in AVAILABILITY_CODES]
+        others = [i for i in fresh.plan.errors if i.code not in AVAILABILITY_CODES]
+        if others:
+            _abort(cr, f"The plan no longer holds for {t.domain_name}: {others[0].message} Nothing was changed.")
+            return []
+        if availability:
+            unavailable[t.pk] = f"{t.domain_name}: {availability[0].message} It was not changed."
+        elif fresh.plan.desired != t.desired:
+            _abort(
+                cr,
+                f"The plan for {t.domain_name} changed since it was approved (the hosts changed); "
+                "nothing was changed. Submit the change again.",
+            )
+            return []
+    with transaction.atomic():
+        for target_id, message in unavailable.items():
+            ChangeTarget.objects.filter(pk=target_id).update(
+                status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now()
+            )
+            target = next(t for t in targets if t.pk == target_id)
+            AuditEvent.objects.create(
+                action=AuditEvent.Action.CHANGE_FAILED,
+                change_request=cr,
+                host_id=target.host_id,
+                domain_id=target.domain_id,
+                object_repr=target.domain_name,
+                message=message,
+            )
+        host_ids = {t.host_id for t in targets if t.pk not in unavailable}
+        jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.APPLY) for h in host_ids]
+    if not jobs:
+        finish_change_request(cr.pk)
+    return [job.pk for job in jobs]
+
+
+@transaction.atomic
+def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
+    """Queue putting every changed guest of a request back as its snapshot found it; return the job ids."""
+    cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
+    rollbackable = (ChangeRequest.Status.APPLIED, ChangeRequest.Status.PARTIALLY_APPLIED, ChangeRequest.Status.FAILED)
+    if cr.status not in rollbackable:
+        raise ValidationError(f"A change request that is {cr.get_status_display().lower()} cannot be rolled back.")
+    touched = cr.targets.filter(
+        status__in=[ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED], before__isnull=False
+    )
+    host_ids = set(touched.values_list("host_id", flat=True))
+    if not host_ids:
+        raise ValidationError("No guest of this change request was changed; there is nothing to roll back.")
+    if cr.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exists():
+        raise ValidationError("A rollback of this change request has already been requested.")
+    cr.rolled_back_by, cr.rolled_back_at = audit_user(actor), timezone.now()
+    cr.status_message = "Rolling back."
+    cr.save()
+    _audit(cr, AuditEvent.Action.CHANGE_ROLLBACK, actor)
+    jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.ROLLBACK) for h in host_ids]
+    from hosts import tasks
+
+    for job in jobs:
+        tasks.run_apply_job.delay_on_commit(job.pk)
+    return [job.pk for job in jobs]
+
+
+def finish_change_request(cr_id: int) -> None:
+    """Set a request's final status once every job is done (no-op while some still run)."""
+    with transaction.atomic():
+        cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
+        if cr.jobs.exclude(status=ApplyJob.Status.DONE).exists():
+            return
+        statuses = list(cr.targets.values_list("status", flat=True))
+        S = ChangeTarget.Status
+        if cr.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exists():
+            restored = all(s in (S.ROLLED_BACK, S.FAILED, S.SKIPPED) for s in statuses)
+            cr.status = ChangeRequest.Status.ROLLED_BACK if restored else cr.status
+            cr.status_message = "Rolled back." if restored else "Some guests could not be rolled back; see below."
+        else:
+            applied = statuses.count(S.APPLIED)
+            if applied == len(statuses):
+                cr.status, cr.status_message = ChangeRequest.Status.APPLIED, "Every guest changed and verified."
+            elif applied:
+                cr.status = ChangeRequest.Status.PARTIALLY_APPLIED
+                cr.status_message = f"{applied} of {len(statuses)} guests changed; the others are unchanged."
+            else:
+                cr.status, cr.status_message = ChangeRequest.Status.FAILED, "No guest was changed; see below."
+        cr.finished_at = timezone.now()
+        cr.save()
+
+
+def _worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claimant_is_dead(claimed_by: str) -> bool:
+    """Whether a job's claimant was a process on this machine that no longer exists."""
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class HostBusy(Exception):
+    """Another change is being applied on this host right now; try again shortly."""
+
+
+def _holder_alive(job: ApplyJob, lease_seconds: int) -> bool:
+    if job.status != ApplyJob.Status.RUNNING or job.claimed_at is None:
+        return False
+    fresh = job.claimed_at > timezone.now() - timedelta(seconds=lease_seconds)
+    return fresh and not _claimant_is_dead(job.claimed_by)
+
+
+@transaction.atomic
+def claim_job(job_id: int, lease_seconds: int) -> ApplyJob | None:
+    """Claim a job for this worker process; None if it is done or another live worker holds it.
+
+    The host row is locked while claiming, so one job at a time runs per host (raises HostBusy while
+    another host job runs). A job held by a process on this machine that has died (a killed pool worker
+    whose task was redelivered), or whose holder stopped renewing its lease, is free to claim.
+    """
+    job = ApplyJob.objects.get(pk=job_id)
+    Host.objects.select_for_update().get(pk=job.host_id)
+    job.refresh_from_db()
+    if job.status == ApplyJob.Status.DONE or _holder_alive(job, lease_seconds):
+        return None
+    others = ApplyJob.objects.filter(host_id=job.host_id, status=ApplyJob.Status.RUNNING).exclude(pk=job.pk)
+    if any(_holder_alive(other, lease_seconds) for other in others):
+        raise HostBusy(job.host_id)
+    ApplyJob.objects.filter(pk=job.pk).update(
+        status=ApplyJob.Status.RUNNING,
+        claimed_at=timezone.now(),
+        claimed_by=_worker_identity(),
+        attempts=F("attempts") + 1,
+    )
+    return ApplyJob.objects.select_related("change_request", "host").get(pk=job_id)
