@@ -162,6 +162,8 @@ def test_sync_round_trips_are_counted_and_bounded_per_guest(fleet_hosts: list[Ho
     host = fleet_hosts[0]
     result = services.sync_host(host.pk)
     running = Domain.objects.filter(host=host, state="running").count()
-    # 6 per host, at most 5 per running guest: no per-field getter calls.
-    assert result.round_trips <= 6 + 5 * running
+    stopped = Domain.objects.filter(host=host).count() - running
+    assert stopped == 1  # the CPU burner, defined but not started
+    # 6 per host, 5 per running guest and 2 per shut-off one: no per-field getter calls.
+    assert result.round_trips == 6 + 5 * running + 2 * stopped
     assert Host.objects.get(pk=host.pk).sync_round_trips == result.round_trips
