@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from hosts.fleet import Fleet
@@ -47,7 +47,7 @@ def test_operator_proposes_approver_approves_worker_applies_and_rolls_back(
         assert login(admin_user).post(f"/api/hosts/{host.pk}/partition/", {"housekeeping_cpus": "0"}).status_code == 200
     names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
     domains = [Domain.objects.get(name=n) for n in names]
-    before = {n: virsh(d.host.uri, "emulatorpin", n, "--live").split()[-1] for n, d in zip(names, domains)}
+    before = {n: virsh(d.host.uri, "emulatorpin", n, "--live").split()[-1] for n, d in zip(names, domains, strict=True)}
 
     profile = op.post("/api/profiles/", {"name": "cap", "content": PROFILE}, content_type="application/json")
     assert profile.status_code == 201, profile.content
@@ -68,7 +68,7 @@ def test_operator_proposes_approver_approves_worker_applies_and_rolls_back(
     wait_for(lambda: _status(ap, cr["id"])["status"] not in ("scheduled", "applying"), 90, 0.5, what="apply")
     done = _status(ap, cr["id"])
     assert done["status"] == "applied", done
-    for name, dom in zip(names, domains):
+    for name, dom in zip(names, domains, strict=True):
         assert virsh(dom.host.uri, "emulatorpin", name, "--live").split()[-1] == "0"
         assert virsh(dom.host.uri, "emulatorpin", name, "--config").split()[-1] == "0"
         assert "vcpu_quota     : 50000" in virsh(dom.host.uri, "schedinfo", name, "--config")
@@ -80,7 +80,7 @@ def test_operator_proposes_approver_approves_worker_applies_and_rolls_back(
     rolled = ap.post(f"/api/change-requests/{cr['id']}/rollback/")
     assert rolled.status_code == 202, rolled.content
     wait_for(lambda: _status(ap, cr["id"])["status"] == "rolled_back", 90, 0.5, what="rollback")
-    for name, dom in zip(names, domains):
+    for name, dom in zip(names, domains, strict=True):
         assert virsh(dom.host.uri, "emulatorpin", name, "--live").split()[-1] == before[name]
         assert virsh(dom.host.uri, "emulatorpin", name, "--config").split()[-1] == before[name]
         assert "vcpu_quota     : 0" in virsh(dom.host.uri, "schedinfo", name, "--config")
