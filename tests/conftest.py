@@ -152,6 +152,48 @@ def celery_worker(django_db_setup: None, redis_server: str) -> Iterator[subproce
     log.close()
 
 
+@pytest.fixture
+def start_beat(
+    celery_worker: subprocess.Popen[bytes], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start a real Celery beat (with settings overridden through the environment); stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**overrides: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE="isoweb.settings_test",
+            DATABASE_URL=f"sqlite:///{_test_database_path()}",
+            **overrides,
+        )
+        with open(ARTIFACTS / "celery-beat.log", "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "isoweb",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(tmp_path / f"beat-schedule-{len(started)}"),
+                ],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        _stop(proc)
+
+
 # --- personas --------------------------------------------------------------------------------------
 
 

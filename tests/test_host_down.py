@@ -5,56 +5,19 @@ Runs through the real Celery worker (sync on demand through the API) and a real 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts.fleet import Fleet
 from hosts.models import AuditEvent, Domain, Host
-from tests.conftest import ARTIFACTS, BASE_DIR, _stop, wait_for
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def beat(celery_worker: subprocess.Popen[bytes], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery beat scheduling the inventory sync every 2 seconds."""
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="isoweb.settings_test",
-        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        ISOWEB_SYNC_INTERVAL="2",
-    )
-    with open(ARTIFACTS / "celery-beat.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "isoweb",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(tmp_path / "beat-schedule"),
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        yield proc
-        _stop(proc)
 
 
 def test_killed_daemon_marks_host_down_and_restart_brings_it_back(
@@ -64,6 +27,7 @@ def test_killed_daemon_marks_host_down_and_restart_brings_it_back(
     operator: User,
     login: Callable[[User], Client],
     request: pytest.FixtureRequest,
+    start_beat: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     member, host = fleet.host(2), fleet_hosts[2]
     guests = set(Domain.objects.filter(host=host).values_list("name", flat=True))
@@ -87,7 +51,7 @@ def test_killed_daemon_marks_host_down_and_restart_brings_it_back(
     assert AuditEvent.objects.filter(host=host, action=AuditEvent.Action.HOST_DOWN).count() == 1
 
     member.start()
-    request.getfixturevalue("beat")  # from here on nobody asks: the beat's periodic sync must notice
+    start_beat(ISOWEB_SYNC_INTERVAL="2")  # from here on nobody asks: the beat's periodic sync must notice
     wait_for(lambda: Host.objects.get(pk=host.pk).status == Host.Status.UP, 60, 0.5, what="host back up")
     back = Host.objects.get(pk=host.pk)
     assert back.last_error == ""
