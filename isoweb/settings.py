@@ -132,7 +132,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise expects it even when serving from finders
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [BASE_DIR / "static", ("uplot", BASE_DIR / "node_modules" / "uplot" / "dist")]
 # Serve straight from the finders so a local run needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -159,6 +159,8 @@ CELERY_TASK_TIME_LIMIT = 150
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 ISOWEB_SYNC_INTERVAL = env_int("ISOWEB_SYNC_INTERVAL", 30)
+# How often beat looks for approved change requests whose apply time has come.
+ISOWEB_DUE_CHECK_INTERVAL = env_int("ISOWEB_DUE_CHECK_INTERVAL", 15)
 CELERY_BEAT_SCHEDULE = {
     "sync-all-hosts": {
         "task": "hosts.tasks.sync_all_hosts",
@@ -167,8 +169,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     "apply-due-change-requests": {
         "task": "hosts.tasks.apply_due_change_requests",
-        "schedule": 15.0,
-        "options": {"expires": 15.0},
+        "schedule": float(ISOWEB_DUE_CHECK_INTERVAL),
+        "options": {"expires": float(ISOWEB_DUE_CHECK_INTERVAL)},
     },
 }
 # A task whose worker dies is handed to another worker (apply jobs are idempotent and claimed by row).
