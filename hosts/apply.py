@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from hosts import libvirt_client, services
 from hosts.change_requests import HostBusy, claim_job, finish_change_request
-from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
+from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.libvirt_client import GuestSnapshot, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget
 from hosts.planning import SCOPE_PARTS
@@ -236,4 +236,4 @@ def run_job(job_id: int) -> str:
     return "done"
 
 
-__all__ = ["HostBusy", "format_cpulist", "run_job", "verify"]
+__all__ = ["HostBusy", "run_job", "verify"]
