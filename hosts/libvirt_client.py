@@ -23,21 +23,13 @@ import libvirt
 from defusedxml.ElementTree import fromstring as parse_xml
 
 from hosts.cpulist import cpumap_to_cpus, format_cpulist, parse_cpulist
+from hosts.profile_schema import SCHED_NAMES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHED_PARAMETERS = (
-    "cpu_shares",
-    "vcpu_period",
-    "vcpu_quota",
-    "emulator_period",
-    "emulator_quota",
-    "global_period",
-    "global_quota",
-    "iothread_period",
-    "iothread_quota",
-)
+# Getters report these; one definition for the whole project lives beside the profile validator.
+SCHED_PARAMETERS = SCHED_NAMES
 
 DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",

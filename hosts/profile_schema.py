@@ -14,8 +14,7 @@ from typing import Any
 
 from hosts.cpulist import format_cpulist, parse_cpulist
 
-# Same names and order as libvirt's scheduler parameters (hosts.libvirt_client.SCHED_PARAMETERS), repeated
-# here because this module must not import libvirt.
+# libvirt's scheduler parameters, in its order; hosts.libvirt_client uses this very tuple.
 SCHED_NAMES = (
     "cpu_shares",
     "vcpu_period",
