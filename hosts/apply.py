@@ -1,33 +1,41 @@
-"""Apply (or roll back) one change request on one host, guest by guest, verifying every change.
+"""Apply (or roll back) one change request on one host, verifying every guest's change.
 
-Per guest: take a snapshot (live and config tuning, real affinity, persistent XML), write the planned
-pins and caps, read them back and compare (libvirt's getters and the vCPU threads' real affinity), and on
-any failure restore the guest from its snapshot and record both errors. The snapshot is stored before
-anything is written, so a worker killed mid-apply is redelivered with it: the guest is then re-applied
-from the same snapshot (writing the same values twice has no further effect) and never re-snapshotted
-in its half-changed state.
+Per guest: take a snapshot (what the change's scope touches: live tuning and real affinity, config tuning
+and persistent XML), write the planned pins and caps, read them back and compare (libvirt's getters and the
+vCPU threads' real affinity), and on any failure restore the guest from its snapshot and record both
+errors. Every snapshot is committed before anything is written, so a worker killed mid-apply is redelivered
+with them: the guest is re-applied from the same snapshot (writing the same values twice has no further
+effect) and never re-snapshotted in its half-changed state.
+
+The libvirt work of a few guests of the host runs at once on one connection (libvirt multiplexes calls);
+all database writes happen in the job's own thread, one short transaction per finished guest, so the
+change request page shows progress guest by guest.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import libvirt_client, services
 from hosts.change_requests import HostBusy, claim_job, finish_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
-from hosts.libvirt_client import GuestSnapshot, VirtError
-from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget
+from hosts.libvirt_client import GuestSnapshot, HostSession, VirtError
+from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
 from hosts.planning import SCOPE_PARTS
 
 log = logging.getLogger(__name__)
 
 # A running job renews its lease after every guest; one that stops renewing for this long is reclaimed.
 JOB_LEASE_SECONDS = 60
+# Guests of one host whose libvirt calls are in flight at once.
+IN_FLIGHT_PER_HOST = 4
 
 
 class VerifyError(Exception):
@@ -92,10 +100,78 @@ def _restored(before: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str
     return problems
 
 
-def _save(target: ChangeTarget, **fields: Any) -> None:
-    for name, value in fields.items():
-        setattr(target, name, value)
-    target.save(update_fields=list(fields))
+def _public(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A snapshot without its raw XML, for the audit log and the API."""
+    return None if snapshot is None else {k: v for k, v in snapshot.items() if k != "config_xml"}
+
+
+@dataclass
+class Outcome:
+    """What the libvirt side of one guest's apply or rollback came to (no database involved)."""
+
+    ok: bool
+    snapshot: GuestSnapshot | None = None
+    error: str = ""
+    restore_error: str = ""
+
+
+def _in_parallel(
+    work: Callable[[ChangeTarget], Outcome], targets: list[ChangeTarget]
+) -> Iterator[tuple[ChangeTarget, Outcome]]:
+    """Run ``work`` for a few targets at a time; yield each target with its outcome as it finishes."""
+    if not targets:
+        return
+    with ThreadPoolExecutor(max_workers=min(IN_FLIGHT_PER_HOST, len(targets))) as pool:
+        futures = {pool.submit(work, target): target for target in targets}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _snapshot(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    try:
+        snapshot = session.read_guest(str(target.domain_uuid), scopes)
+    except VirtError as exc:
+        return Outcome(False, error=f"Could not read {target.domain_name} before changing it: {exc.message}.")
+    if "live" in scopes and snapshot.facts.live is None:
+        return Outcome(False, error=f"{target.domain_name} is {snapshot.facts.state}: a live change needs it running.")
+    return Outcome(True, snapshot)
+
+
+def _apply_one(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Write, read back and verify one guest; restore it from its snapshot if anything goes wrong."""
+    uuid = str(target.domain_uuid)
+    try:
+        session.apply(uuid, target.desired, scopes)
+        after = session.read_guest(uuid, scopes)
+        problems = verify(target.desired, after, scopes)
+        if problems:
+            raise VerifyError("; ".join(problems))
+        return Outcome(True, after)
+    except (VirtError, VerifyError) as exc:
+        error = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
+    restore_error = ""
+    try:
+        session.restore(uuid, target.before or {}, scopes)
+        leftover = _restored(target.before or {}, session.read_guest(uuid, scopes), scopes)
+        if leftover:
+            restore_error = "after restoring: " + "; ".join(leftover)
+    except VirtError as exc:
+        restore_error = exc.message
+    return Outcome(False, error=error, restore_error=restore_error)
+
+
+def _rollback_one(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Put one changed guest back as its snapshot found it, and check that it is."""
+    uuid = str(target.domain_uuid)
+    try:
+        session.restore(uuid, target.before or {}, scopes)
+        now = session.read_guest(uuid, scopes)
+        leftover = _restored(target.before or {}, now, scopes)
+        if leftover:
+            raise VerifyError("; ".join(leftover))
+        return Outcome(True, now)
+    except (VirtError, VerifyError) as exc:
+        return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")
 
 
 def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) -> None:
@@ -110,8 +186,28 @@ def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) 
     )
 
 
+def _save(target: ChangeTarget, job: ApplyJob, **fields: Any) -> None:
+    """Store a target's progress and renew the job's lease in the same write."""
+    for name, value in fields.items():
+        setattr(target, name, value)
+    target.save(update_fields=list(fields))
+    ApplyJob.objects.filter(pk=job.pk).update(claimed_at=timezone.now())
+
+
+def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
+    """Show the guest's new tuning in the inventory at once, without waiting for the next sync."""
+    facts = snapshot.facts
+    fields: dict[str, Any] = {"synced_at": timezone.now()}
+    if facts.live is not None:
+        fields["tuning_live"] = facts.live.as_json()
+        fields["affinity"] = {str(k): v for k, v in sorted(facts.affinity.items())}
+    if facts.config is not None:
+        fields["tuning_config"] = facts.config.as_json()
+    Domain.objects.filter(host_id=target.host_id, uuid=target.domain_uuid).update(**fields)
+
+
 def _announce(target: ChangeTarget, kind: str) -> None:
-    """Tell live charts a change took effect (after commit; a missing live module is not an error)."""
+    """Tell live charts a change took effect (after commit; without the live module there is no one to tell)."""
     try:
         live = importlib.import_module("hosts.live")
     except ImportError:
@@ -124,90 +220,71 @@ def _announce(target: ChangeTarget, kind: str) -> None:
         transaction.on_commit(lambda: announce(domain_id, kind, label, ts))
 
 
-def apply_target(target: ChangeTarget, cr: ChangeRequest) -> None:
-    """Apply one guest's plan with snapshot, verification and restore-on-failure."""
-    scopes = SCOPE_PARTS[cr.scope]
-    uri, uuid = target.host.uri, str(target.domain_uuid)
-    if target.before is None:
-        try:
-            snapshot = libvirt_client.read_guest(uri, uuid)
-        except VirtError as exc:
-            message = f"Could not read {target.domain_name} before changing it: {exc.message}. It was not changed."
-            with transaction.atomic():
-                _save(target, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
-                _event(target, AuditEvent.Action.CHANGE_FAILED, message)
-            return
-        if "live" in scopes and snapshot.facts.live is None:
-            message = f"{target.domain_name} is {snapshot.facts.state}: a live change needs it running. Not changed."
-            with transaction.atomic():
-                _save(target, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
-                _event(target, AuditEvent.Action.CHANGE_FAILED, message)
-            return
-        _save(target, before=snapshot.as_json(), status=ChangeTarget.Status.APPLYING, started_at=timezone.now())
-    try:
-        libvirt_client.apply_tuning(uri, uuid, target.desired, scopes)
-        after = libvirt_client.read_guest(uri, uuid)
-        problems = verify(target.desired, after, scopes)
-        if problems:
-            raise VerifyError("; ".join(problems))
-    except (VirtError, VerifyError) as exc:
-        error = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
-        _restore_after_failure(target, scopes, error)
-        return
+def _fail(target: ChangeTarget, job: ApplyJob, message: str) -> None:
     with transaction.atomic():
-        after_json = after.as_json()
-        after_json.pop("config_xml", None)
-        _save(target, after=after_json, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after_json)
-        _announce(target, "applied")
+        _save(target, job, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
+        _event(target, AuditEvent.Action.CHANGE_FAILED, message)
 
 
-def _public(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A snapshot without its raw XML, for the audit log."""
-    return None if snapshot is None else {k: v for k, v in snapshot.items() if k != "config_xml"}
-
-
-def _restore_after_failure(target: ChangeTarget, scopes: tuple[str, ...], error: str) -> None:
-    uri, uuid = target.host.uri, str(target.domain_uuid)
-    restore_error = ""
-    try:
-        libvirt_client.restore_guest(uri, uuid, target.before or {}, scopes)
-        leftover = _restored(target.before or {}, libvirt_client.read_guest(uri, uuid), scopes)
-        if leftover:
-            restore_error = "after restoring: " + "; ".join(leftover)
-    except VirtError as exc:
-        restore_error = exc.message
-    status = ChangeTarget.Status.RESTORE_FAILED if restore_error else ChangeTarget.Status.FAILED
-    message = f"Applying failed: {error}. " + (
-        f"Restoring it failed too: {restore_error}" if restore_error else "It was restored to its snapshot."
-    )
-    with transaction.atomic():
-        _save(target, status=status, error=error, restore_error=restore_error, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
-
-
-def rollback_target(target: ChangeTarget, cr: ChangeRequest) -> None:
-    """Put one changed guest back as its snapshot found it, and check that it is."""
-    scopes = SCOPE_PARTS[cr.scope]
-    uri, uuid = target.host.uri, str(target.domain_uuid)
-    try:
-        libvirt_client.restore_guest(uri, uuid, target.before or {}, scopes)
-        now = libvirt_client.read_guest(uri, uuid)
-        leftover = _restored(target.before or {}, now, scopes)
-        if leftover:
-            raise VerifyError("; ".join(leftover))
-    except (VirtError, VerifyError) as exc:
-        message = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
+def _apply_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]) -> None:
+    todo = [t for t in targets if t.status in (ChangeTarget.Status.PLANNED, ChangeTarget.Status.APPLYING)]
+    fresh = [t for t in todo if t.before is None]
+    snapshots = dict(_in_parallel(lambda t: _snapshot(session, t, scopes), fresh))
+    with transaction.atomic():  # every snapshot is stored before anything is written to a guest
+        for target in fresh:
+            outcome = snapshots[target]
+            if outcome.ok and outcome.snapshot is not None:
+                _save(
+                    target,
+                    job,
+                    before=outcome.snapshot.as_json(),
+                    status=ChangeTarget.Status.APPLYING,
+                    started_at=timezone.now(),
+                )
+            else:
+                _fail(target, job, f"{outcome.error} It was not changed.")
+    ready = [t for t in todo if t.status == ChangeTarget.Status.APPLYING]
+    for target, outcome in _in_parallel(lambda t: _apply_one(session, t, scopes), ready):
         with transaction.atomic():
-            _save(target, restore_error=f"Rollback failed: {message}")
-            _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {message}")
-        return
-    with transaction.atomic():
-        now_json = now.as_json()
-        now_json.pop("config_xml", None)
-        _save(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now_json)
-        _announce(target, "rolled_back")
+            if outcome.ok and outcome.snapshot is not None:
+                after = _public(outcome.snapshot.as_json())
+                _save(target, job, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
+                _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
+                _refresh_inventory(target, outcome.snapshot)
+                _announce(target, "applied")
+                continue
+            status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
+            message = f"Applying failed: {outcome.error}. " + (
+                f"Restoring it failed too: {outcome.restore_error}"
+                if outcome.restore_error
+                else "It was restored to its snapshot."
+            )
+            _save(
+                target,
+                job,
+                status=status,
+                error=outcome.error,
+                restore_error=outcome.restore_error,
+                finished_at=timezone.now(),
+            )
+            _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
+
+
+def _rollback_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]) -> None:
+    todo = [
+        t for t in targets if t.status in (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED) and t.before
+    ]
+    for target, outcome in _in_parallel(lambda t: _rollback_one(session, t, scopes), todo):
+        with transaction.atomic():
+            if outcome.ok and outcome.snapshot is not None:
+                now = _public(outcome.snapshot.as_json())
+                _save(target, job, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
+                _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+                _refresh_inventory(target, outcome.snapshot)
+                _announce(target, "rolled_back")
+            else:
+                _save(target, job, restore_error=f"Rollback failed: {outcome.error}")
+                _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}")
 
 
 def run_job(job_id: int) -> str:
@@ -216,22 +293,35 @@ def run_job(job_id: int) -> str:
     if job is None:
         return "not claimed"
     cr = job.change_request
-    targets = cr.targets.filter(host_id=job.host_id).select_related("host").order_by("domain_name")
-    for target in targets:
-        if job.kind == ApplyJob.Kind.APPLY and target.status in (
-            ChangeTarget.Status.PLANNED,
-            ChangeTarget.Status.APPLYING,
-        ):
-            apply_target(target, cr)
-        elif (
-            job.kind == ApplyJob.Kind.ROLLBACK
-            and target.status in (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED)
-            and target.before
-        ):
-            rollback_target(target, cr)
-        ApplyJob.objects.filter(pk=job.pk).update(claimed_at=timezone.now())  # renew the lease
+    scopes = SCOPE_PARTS[cr.scope]
+    targets = list(cr.targets.filter(host_id=job.host_id).select_related("host").order_by("domain_name"))
+    try:
+        session = HostSession(job.host.uri)
+    except VirtError as exc:
+        session = None
+        unreachable = f"{job.host.name} cannot be reached: {exc.message}"
+        for target in targets:
+            if job.kind == ApplyJob.Kind.APPLY and target.status == ChangeTarget.Status.PLANNED:
+                _fail(target, job, f"{unreachable}. It was not changed.")
+            elif job.kind == ApplyJob.Kind.APPLY and target.status == ChangeTarget.Status.APPLYING:
+                # Redelivered after a worker died mid-write, and now the host is gone: say what is known.
+                with transaction.atomic():
+                    _save(
+                        target,
+                        job,
+                        status=ChangeTarget.Status.RESTORE_FAILED,
+                        error=unreachable,
+                        restore_error="the guest may be half-changed; roll back once the host answers",
+                    )
+                    _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable)
+            elif job.kind == ApplyJob.Kind.ROLLBACK and target.before:
+                _save(target, job, restore_error=f"Rollback failed: {unreachable}")
+    if session is not None:
+        if job.kind == ApplyJob.Kind.APPLY:
+            _apply_job(job, session, targets, scopes)
+        else:
+            _rollback_job(job, session, targets, scopes)
     ApplyJob.objects.filter(pk=job.pk).update(status=ApplyJob.Status.DONE, finished_at=timezone.now())
-    services.sync_host(job.host_id)  # the inventory shows the new state at once
     finish_change_request(cr.pk)
     return "done"
 

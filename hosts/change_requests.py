@@ -142,11 +142,19 @@ def _decide(cr_id: int, *, approve: bool, comment: str, actor: Actor) -> ChangeR
         raise PermissionDenied("You cannot approve or reject your own change request: someone else must.")
     if cr.status != ChangeRequest.Status.PENDING:
         raise ValidationError(f"This change request is {cr.get_status_display().lower()}, not pending.")
+    was = cr.status
     cr.decided_by, cr.decided_at, cr.decision_comment = user, timezone.now(), comment or ""
     cr.status = ChangeRequest.Status.SCHEDULED if approve else ChangeRequest.Status.REJECTED
     cr.save()
     action = AuditEvent.Action.CHANGE_APPROVE if approve else AuditEvent.Action.CHANGE_REJECT
-    _audit(cr, action, actor, message=comment or "")
+    _audit(
+        cr,
+        action,
+        actor,
+        message=comment or "",
+        before={"status": was},
+        after={"status": cr.status},
+    )
     return cr
 
 
@@ -205,8 +213,7 @@ def start_change_request(cr_id: int) -> list[int]:
         )
     _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     targets = list(cr.targets.select_related("host", "domain"))
-    for host_id in {t.host_id for t in targets}:
-        services.sync_host(host_id)  # re-plan from what the hosts say now, not from the last beat
+    services.sync_hosts(sorted({t.host_id for t in targets}))  # re-plan from what the hosts say now
     unavailable: dict[int, str] = {}
     live_targets = []
     for t in targets:
@@ -275,7 +282,13 @@ def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
     cr.rolled_back_by, cr.rolled_back_at = audit_user(actor), timezone.now()
     cr.status_message = "Rolling back."
     cr.save()
-    _audit(cr, AuditEvent.Action.CHANGE_ROLLBACK, actor)
+    _audit(
+        cr,
+        AuditEvent.Action.CHANGE_ROLLBACK,
+        actor,
+        before={"status": cr.status},
+        after={"status": "rolling back", "hosts": sorted(host_ids)},
+    )
     jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.ROLLBACK) for h in host_ids]
     from hosts import tasks
 

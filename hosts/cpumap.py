@@ -242,9 +242,7 @@ def _core_key(cpu: HostCPU) -> tuple[Any, ...]:
         return ("alone", cpu.cpu_id)
 
 
-def build_cpu_map(
-    cells: Sequence[NumaCell], cpus: Sequence[HostCPU], domains: Sequence[Domain]
-) -> HostCPUMap:
+def build_cpu_map(cells: Sequence[NumaCell], cpus: Sequence[HostCPU], domains: Sequence[Domain]) -> HostCPUMap:
     """Build a host's CPU map from its NUMA cells, its CPUs and its guests (rows already loaded).
 
     CPUs are grouped by cell, then by core (hyperthread siblings together), each sorted by CPU number.
@@ -277,9 +275,7 @@ def build_cpu_map(
     for cell in sorted(cells, key=lambda c: c.cell_id):
         cores: dict[tuple[Any, ...], list[CPUSlot]] = {}
         for cpu in sorted(cpus_by_cell.get(cell.pk, []), key=lambda c: c.cpu_id):
-            slot = CPUSlot(
-                cpu.cpu_id, cpu.online, cpu.socket_id, cpu.core_id, cpu.siblings, by_cpu[cpu.cpu_id]
-            )
+            slot = CPUSlot(cpu.cpu_id, cpu.online, cpu.socket_id, cpu.core_id, cpu.siblings, by_cpu[cpu.cpu_id])
             cores.setdefault(_core_key(cpu), []).append(slot)
         out_cells.append(
             Cell(
@@ -381,3 +377,13 @@ def cap_rows(sched: dict[str, Any] | None) -> list[CapRow]:
             meaning = f"quota {quota} µs per default period"
         rows.append(CapRow(group, period, quota, meaning))
     return rows
+
+
+def partition_summary(host: Host, cpu_map: HostCPUMap) -> dict[str, str]:
+    """Return a host's housekeeping CPUs and guest pool as cpulists, for the line above its CPU map."""
+    online = {cpu.cpu_id for cell in cpu_map.cells for core in cell.cores for cpu in core.cpus if cpu.online}
+    try:
+        housekeeping = parse_cpulist(host.housekeeping_cpus) if host.housekeeping_cpus.strip() else frozenset()
+    except CpulistError:
+        housekeeping = frozenset()
+    return {"housekeeping": format_cpulist(housekeeping), "pool": format_cpulist(online - housekeeping)}

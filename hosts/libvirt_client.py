@@ -195,9 +195,11 @@ class RoundTrips:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.count = 0
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        self.count += 1
+        with self._lock:
+            self.count += 1
         try:
             return fn(*args)
         except libvirt.libvirtError as exc:
@@ -385,19 +387,28 @@ def tuning_from_xml(xml: str, sched: dict[str, int], host_cpus: frozenset[int]) 
     return tuning, facts
 
 
-def _domain_facts(rt: RoundTrips, dom: libvirt.virDomain, state_code: int, host_cpus: frozenset[int]) -> DomainFacts:
+def _domain_facts(
+    rt: RoundTrips,
+    dom: libvirt.virDomain,
+    state_code: int,
+    host_cpus: frozenset[int],
+    *,
+    with_config: bool = True,
+) -> DomainFacts:
+    """Read one guest; ``with_config=False`` skips the persistent config (a live-only change needs none)."""
     active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
     persistent = True
     config: Tuning | None = None
     facts: dict[str, Any] = {}
-    try:
-        config_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        config_xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
-        config, facts = tuning_from_xml(config_xml, config_sched, host_cpus)
-    except PermanentVirtError as exc:
-        if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
-            raise
-        persistent = False  # a transient guest has no persistent config
+    if with_config:
+        try:
+            config_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            config_xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+            config, facts = tuning_from_xml(config_xml, config_sched, host_cpus)
+        except PermanentVirtError as exc:
+            if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+            persistent = False  # a transient guest has no persistent config
     live: Tuning | None = None
     affinity: dict[int, str] = {}
     vcpu_states: dict[int, str] = {}
@@ -490,29 +501,6 @@ class GuestSnapshot:
         }
 
 
-def _lookup(rt: RoundTrips, conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
-    return rt.call(conn.lookupByUUIDString, uuid)
-
-
-def _host_cpu_count(rt: RoundTrips, conn: libvirt.virConnect) -> tuple[int, frozenset[int]]:
-    ncpus, cpumap, _online = rt.call(conn.getCPUMap)
-    return ncpus, cpumap_to_cpus(cpumap)
-
-
-def read_guest(uri: str, uuid: str) -> GuestSnapshot:
-    """Read one guest's live and config tuning, real vCPU affinity and persistent XML."""
-    conn = connect(uri)
-    rt = RoundTrips(uri)
-    dom = _lookup(rt, conn, uuid)
-    _ncpus, online = _host_cpu_count(rt, conn)
-    state, _reason = rt.call(dom.state)
-    facts = _domain_facts(rt, dom, state, online)
-    xml = None
-    if facts.persistent:
-        xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-    return GuestSnapshot(facts=facts, config_xml=xml)
-
-
 def _cpumap(cpulist: str, ncpus: int) -> tuple[bool, ...]:
     cpus = parse_cpulist(cpulist)
     return tuple(i in cpus for i in range(ncpus))
@@ -533,41 +521,86 @@ def _set_sched(rt: RoundTrips, dom: libvirt.virDomain, sched: dict[str, int], fl
         rt.call(dom.setSchedulerParametersFlags, parent, flag)
 
 
-def apply_tuning(uri: str, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> int:
-    """Write the desired pins and caps to a guest, live and/or in its config; return the round trips.
+class HostSession:
+    """One host's connection for a batch of guest changes: the CPU map and guest handles are read once.
 
-    ``desired`` has the inventory's shape and holds only what should change. Each scope is written
-    separately: the binding's scheduler setter reads back with the same flags, which rejects LIVE|CONFIG.
+    Safe to use from several threads at once (libvirt multiplexes calls on one connection), which is how
+    the apply engine keeps a few guests of one host in flight.
     """
-    conn = connect(uri)
-    rt = RoundTrips(uri)
-    dom = _lookup(rt, conn, uuid)
-    ncpus, _online = _host_cpu_count(rt, conn)
-    for scope in scopes:
-        flag = _SCOPE_FLAGS[scope]
-        for vcpu, cpulist in sorted((desired.get("vcpupin") or {}).items(), key=lambda kv: int(kv[0])):
-            rt.call(dom.pinVcpuFlags, int(vcpu), _cpumap(cpulist, ncpus), flag)
-        if desired.get("emulatorpin"):
-            rt.call(dom.pinEmulator, _cpumap(desired["emulatorpin"], ncpus), flag)
-        for iothread, cpulist in sorted((desired.get("iothreadpin") or {}).items(), key=lambda kv: int(kv[0])):
-            rt.call(dom.pinIOThread, int(iothread), _cpumap(cpulist, ncpus), flag)
-        _set_sched(rt, dom, {k: int(v) for k, v in (desired.get("sched") or {}).items()}, flag)
-    return rt.count
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.conn = connect(uri)
+        self.rt = RoundTrips(uri)
+        self.ncpus, cpumap, _online = self.rt.call(self.conn.getCPUMap)
+        self.online = cpumap_to_cpus(cpumap)
+        self._domains: dict[str, libvirt.virDomain] = {}
+        self._lock = threading.Lock()
+
+    def domain(self, uuid: str) -> libvirt.virDomain:
+        with self._lock:
+            dom = self._domains.get(uuid)
+        if dom is None:
+            dom = self.rt.call(self.conn.lookupByUUIDString, uuid)
+            with self._lock:
+                self._domains[uuid] = dom
+        return dom
+
+    def read_guest(self, uuid: str, scopes: tuple[str, ...] = ("live", "config")) -> GuestSnapshot:
+        """Read what a change in ``scopes`` touches: live tuning and real affinity, config tuning and XML."""
+        dom = self.domain(uuid)
+        state, _reason = self.rt.call(dom.state)
+        facts = _domain_facts(self.rt, dom, state, self.online, with_config="config" in scopes)
+        xml = None
+        if "config" in scopes and facts.persistent:
+            xml = self.rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+        return GuestSnapshot(facts=facts, config_xml=xml)
+
+    def apply(self, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> None:
+        """Write the desired pins and caps to a guest, live and/or in its config.
+
+        ``desired`` has the inventory's shape and holds only what should change. Each scope is written
+        separately: the binding's scheduler setter reads back with the same flags, which rejects LIVE|CONFIG.
+        """
+        dom = self.domain(uuid)
+        for scope in scopes:
+            flag = _SCOPE_FLAGS[scope]
+            for vcpu, cpulist in sorted((desired.get("vcpupin") or {}).items(), key=lambda kv: int(kv[0])):
+                self.rt.call(dom.pinVcpuFlags, int(vcpu), _cpumap(cpulist, self.ncpus), flag)
+            if desired.get("emulatorpin"):
+                self.rt.call(dom.pinEmulator, _cpumap(desired["emulatorpin"], self.ncpus), flag)
+            for iothread, cpulist in sorted((desired.get("iothreadpin") or {}).items(), key=lambda kv: int(kv[0])):
+                self.rt.call(dom.pinIOThread, int(iothread), _cpumap(cpulist, self.ncpus), flag)
+            _set_sched(self.rt, dom, {k: int(v) for k, v in (desired.get("sched") or {}).items()}, flag)
+
+    def restore(self, uuid: str, before: dict[str, Any], scopes: tuple[str, ...]) -> None:
+        """Put a guest back as a snapshot found it.
+
+        Live tuning is written back value by value (scheduler parameters in whichever order the kernel
+        accepts); the persistent config is restored exactly by redefining the snapshot's XML.
+        """
+        if "live" in scopes and before.get("live"):
+            live = before["live"]
+            self.apply(uuid, {**live, "sched": live.get("sched") or {}}, ("live",))
+        if "config" in scopes and before.get("config_xml"):
+            self.rt.call(self.conn.defineXML, before["config_xml"])
+
+
+def read_guest(uri: str, uuid: str) -> GuestSnapshot:
+    """Read one guest's live and config tuning, real vCPU affinity and persistent XML."""
+    return HostSession(uri).read_guest(uuid)
+
+
+def apply_tuning(uri: str, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> int:
+    """Write desired tuning to one guest (see HostSession.apply); return the round trips it took."""
+    session = HostSession(uri)
+    session.apply(uuid, desired, scopes)
+    return session.rt.count
 
 
 def restore_guest(uri: str, uuid: str, before: dict[str, Any], scopes: tuple[str, ...]) -> None:
-    """Put a guest back as a snapshot found it.
-
-    Live tuning is written back value by value (scheduler parameters in whichever order the kernel
-    accepts); the persistent config is restored exactly by redefining the snapshot's XML.
-    """
-    if "live" in scopes and before.get("live"):
-        live = before["live"]
-        apply_tuning(uri, uuid, {**live, "sched": live.get("sched") or {}}, ("live",))
-    if "config" in scopes and before.get("config_xml"):
-        conn = connect(uri)
-        rt = RoundTrips(uri)
-        rt.call(conn.defineXML, before["config_xml"])
+    """Put one guest back as a snapshot found it (see HostSession.restore)."""
+    HostSession(uri).restore(uuid, before, scopes)
 
 
 # --- guest lifecycle (used by the demo/test fleet) ------------------------------------------------

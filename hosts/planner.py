@@ -18,6 +18,7 @@ from hosts.profile_schema import (
     SHARES_CGROUP_V2_MAX,
     ProfileError,
     ProfileSpec,
+    cgroup_v1_conflicts,
     percent_to_quota,
     quota_to_percent,
     validate_profile,
@@ -192,20 +193,29 @@ def _scope_tuning(guest: GuestState, scope: str) -> dict[str, Any]:
     return guest.live or guest.config or {}
 
 
+def dedicated_holders(guests: Iterable[GuestState], host: HostLayout) -> dict[int, set[int]]:
+    """Return ``cpu_id -> {domain_id, ...}`` for every guest-pool CPU that some guest holds dedicated.
+
+    A guest holds a CPU when one of its threads is pinned to that CPU alone. Several guests can claim one
+    CPU (someone pinned by hand); every one of them is kept, so a guest re-planned onto that CPU still sees
+    the others whatever the order of their ids.
+    """
+    pool = host.guest_pool
+    holders: dict[int, set[int]] = {}
+    for guest in guests:
+        if guest.host_id != host.host_id:
+            continue
+        for cpu in _held_by_tuning(_state_tuning(guest), pool):
+            holders.setdefault(cpu, set()).add(guest.domain_id)
+    return holders
+
+
 def dedicated_holdings(guests: Iterable[GuestState], host: HostLayout) -> dict[int, int]:
     """Return ``cpu_id -> domain_id`` for every guest-pool CPU that a guest holds dedicated.
 
-    A guest holds a CPU when one of its threads is pinned to that CPU alone: other guests must not be
-    dedicated there too. When two guests claim one CPU the lower domain id is reported, so the answer is stable.
+    When two guests claim one CPU the lower domain id is reported, so the answer is stable for display.
     """
-    pool = host.guest_pool
-    holdings: dict[int, int] = {}
-    for guest in sorted(guests, key=lambda g: g.domain_id):
-        if guest.host_id != host.host_id:
-            continue
-        for cpu in sorted(_held_by_tuning(_state_tuning(guest), pool)):
-            holdings.setdefault(cpu, guest.domain_id)
-    return holdings
+    return {cpu: min(ids) for cpu, ids in dedicated_holders(guests, host).items()}
 
 
 class _GuestPlanner:
@@ -216,12 +226,12 @@ class _GuestPlanner:
         spec: ProfileSpec,
         guest: GuestState,
         host: HostLayout,
-        held: dict[int, int],
+        held: Mapping[int, set[int]],
         names: Mapping[int, str],
         scope: str,
     ) -> None:
         self.spec, self.guest, self.host, self.scope = spec, guest, host, scope
-        self.others = {cpu: dom for cpu, dom in held.items() if dom != guest.domain_id}
+        self.others = {cpu: min(ids - {guest.domain_id}) for cpu, ids in held.items() if ids - {guest.domain_id}}
         self.names = names
         self.current = _scope_tuning(guest, scope)
         self.desired: dict[str, Any] = {}
@@ -501,6 +511,13 @@ class _GuestPlanner:
         if not sched:
             return
         self.desired["sched"] = sched
+        # The caps the guest already has stay in force next to the profile's: check the combination.
+        parts = ("live", "config") if self.scope == "both" else (self.scope,)
+        for part in parts:
+            tuning = (self.guest.live if part == "live" else self.guest.config) or {}
+            current = {k: v for k, v in (tuning.get("sched") or {}).items() if isinstance(v, int) and v > 0}
+            for problem in cgroup_v1_conflicts({**current, **sched}):
+                self._error("sched", "cgroup_v1_ratio", f"with the guest's current {part} caps, {problem}")
         shares = sched.get("cpu_shares", 0)
         if shares > SHARES_CGROUP_V2_MAX:
             self._warn(
@@ -558,7 +575,7 @@ def plan_change(
     """
     if scope not in SCOPES:
         raise ValueError(f"scope {scope!r} is unknown; use one of {', '.join(SCOPES)}")
-    held: dict[int, dict[int, int]] = {}
+    held: dict[int, dict[int, set[int]]] = {}
     names: dict[int, str] = {}
     for guests in guests_by_host.values():
         names.update({g.domain_id: g.name for g in guests})
@@ -571,15 +588,15 @@ def plan_change(
             plans.append(GuestPlan(guest.domain_id, guest.name, guest.host_id, {}, errors=(issue,)))
             continue
         if host.host_id not in held:
-            held[host.host_id] = dedicated_holdings(guests_by_host.get(host.host_id, ()), host)
+            held[host.host_id] = dedicated_holders(guests_by_host.get(host.host_id, ()), host)
         host_held = held[host.host_id]
         plan = _GuestPlanner(spec, guest, host, host_held, names, scope).run()
         plans.append(plan)
         after = _apply(_scope_tuning(guest, scope), plan.desired)
-        for cpu in [cpu for cpu, dom in host_held.items() if dom == guest.domain_id]:
-            del host_held[cpu]
+        for ids in host_held.values():
+            ids.discard(guest.domain_id)
         for cpu in _held_by_tuning(after, host.guest_pool):
-            host_held.setdefault(cpu, guest.domain_id)
+            host_held.setdefault(cpu, set()).add(guest.domain_id)
     return plans
 
 

@@ -9,6 +9,7 @@ libvirt accepts.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,26 +251,36 @@ def _sched(value: Any, out: _Collector) -> dict[str, int] | None:
     return result
 
 
-def _check_cgroup_v1_ratios(sched: dict[str, int], out: _Collector) -> None:
-    """Refuse a global cap tighter than a per-thread cap: cgroup v1 kernels reject a child above its parent.
+def cgroup_v1_conflicts(sched: Mapping[str, int]) -> list[str]:
+    """Return why a set of caps breaks the cgroup v1 rule (a child's ratio may not exceed its parent's).
 
     The vCPU, emulator and iothread cgroups are children of the guest's cgroup, which ``global_*`` caps.
+    Quotas of 0 or below (unset, unlimited) take no part.
     """
-    global_quota, global_period = sched.get("global_quota", 0), sched.get("global_period")
-    if global_quota <= 0 or global_period is None:
-        return
+    global_quota, global_period = sched.get("global_quota", 0), sched.get("global_period") or DEFAULT_PERIOD
+    if global_quota <= 0:
+        return []
     global_ratio = global_quota / global_period
+    problems = []
     for kind in ("vcpu", "emulator", "iothread"):
         quota = sched.get(f"{kind}_quota", 0)
         if quota <= 0:
             continue
-        period = sched.get(f"{kind}_period", DEFAULT_PERIOD)
+        period = sched.get(f"{kind}_period") or DEFAULT_PERIOD
         if global_ratio < quota / period:
-            out.add(
-                "sched.global_quota",
-                f"sched.global_quota {global_quota} per {global_period} µs ({global_ratio:.0%} of a CPU) is below "
-                f"{kind}_quota {quota} per {period} µs ({quota / period:.0%}); cgroup v1 kernels refuse that",
+            problems.append(
+                f"global_quota {global_quota} per {global_period} µs ({global_ratio:.0%} of a CPU) is below "
+                f"{kind}_quota {quota} per {period} µs ({quota / period:.0%}); cgroup v1 kernels refuse that"
             )
+    return problems
+
+
+def _check_cgroup_v1_ratios(sched: dict[str, int], out: _Collector) -> None:
+    """Refuse a global cap tighter than a per-thread cap within the profile itself."""
+    if sched.get("global_quota", 0) > 0 and sched.get("global_period") is None:
+        return  # the period comes from the guest; the planner checks the combination
+    for problem in cgroup_v1_conflicts(sched):
+        out.add("sched.global_quota", f"sched.{problem}")
 
 
 def validate_profile(content: Any) -> ProfileSpec:

@@ -7,6 +7,8 @@ management commands validate input and call one of these; none saves domain stat
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,25 +69,40 @@ class SyncResult:
 
 
 def sync_host(host_id: int) -> SyncResult:
-    """Read a host's facts, topology and guests from libvirt and store them.
+    """Read a host's facts, topology and guests from libvirt and store them (see sync_hosts)."""
+    return sync_hosts([host_id])[0]
+
+
+def _fetch(uri: str) -> Inventory | VirtError:
+    try:
+        return libvirt_client.fetch_inventory(uri)
+    except VirtError as exc:
+        return exc
+
+
+def sync_hosts(host_ids: Sequence[int]) -> list[SyncResult]:
+    """Sync several hosts: read them from libvirt at the same time, then store each in its own transaction.
 
     A host that does not answer is marked down with libvirt's reason in plain words and its guests are
     kept, marked stale; the next sync that reaches it brings it back up.
     """
-    host = Host.objects.get(pk=host_id)
-    try:
-        inventory = libvirt_client.fetch_inventory(host.uri)
-    except VirtError as exc:
-        mark_host_down(host_id, exc.message)
-        return SyncResult(host_id, ok=False, error=exc.message, transient=not exc.permanent)
-    store_inventory(host_id, inventory)
-    return SyncResult(
-        host_id,
-        ok=True,
-        domains=len(inventory.domains),
-        round_trips=inventory.round_trips,
-        seconds=inventory.seconds,
-    )
+    hosts = list(Host.objects.filter(pk__in=host_ids).order_by("pk"))
+    if not hosts:
+        raise Host.DoesNotExist(f"no host among {list(host_ids)}")
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        fetched = list(pool.map(_fetch, [host.uri for host in hosts]))
+    results = []
+    for host, got in zip(hosts, fetched, strict=True):
+        if isinstance(got, VirtError):
+            mark_host_down(host.pk, got.message)
+            results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
+        else:
+            store_inventory(host.pk, got)
+            results.append(
+                SyncResult(host.pk, ok=True, domains=len(got.domains), round_trips=got.round_trips, seconds=got.seconds)
+            )
+    order = {pk: i for i, pk in enumerate(host_ids)}
+    return sorted(results, key=lambda r: order.get(r.host_id, 0))
 
 
 @transaction.atomic
@@ -154,7 +171,6 @@ _DOMAIN_FIELDS = (
     "tuning_config",
     "affinity",
     "vcpu_states",
-    "synced_at",
 )
 
 
@@ -193,17 +209,18 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
             "tuning_config": facts.config.as_json() if facts.config else None,
             "affinity": {str(k): v for k, v in sorted(facts.affinity.items())},
             "vcpu_states": {str(k): v for k, v in sorted(facts.vcpu_states.items())},
-            "synced_at": now,
         }
         row = existing.pop(facts.uuid, None)
         if row is None:
-            to_create.append(Domain(host=host, uuid=facts.uuid, **values))
-        else:
+            to_create.append(Domain(host=host, uuid=facts.uuid, synced_at=now, **values))
+        elif any(getattr(row, name) != value for name, value in values.items()):
             for name, value in values.items():
                 setattr(row, name, value)
             to_update.append(row)
     Domain.objects.bulk_create(to_create)
+    # Most guests do not change between syncs: rewrite only those that did, stamp all of them.
     Domain.objects.bulk_update(to_update, _DOMAIN_FIELDS, batch_size=200)
+    Domain.objects.filter(host=host).update(synced_at=now)
     # Guests undefined on the host since the last sync are gone for good.
     Domain.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
     if came_back:

@@ -78,8 +78,7 @@ def validate_host_uri(uri: str) -> HostURI:
         raise ValidationError("The 'ext' transport runs an arbitrary program and is not allowed.")
     if transport not in TRANSPORTS:
         raise ValidationError(
-            f"Unsupported transport '{transport}': "
-            "use qemu:///system, qemu+unix, qemu+tcp, qemu+tls or qemu+ssh."
+            f"Unsupported transport '{transport}': use qemu:///system, qemu+unix, qemu+tcp, qemu+tls or qemu+ssh."
         )
     label, encrypted, remote = TRANSPORTS[transport]
     if parts.path not in ("/system", "/session"):
@@ -89,9 +88,7 @@ def validate_host_uri(uri: str) -> HostURI:
     hostname = parts.hostname or ""
     if remote:
         if not hostname:
-            raise ValidationError(
-                f"A qemu+{transport} URI needs a host name, e.g. qemu+{transport}://host/system."
-            )
+            raise ValidationError(f"A qemu+{transport} URI needs a host name, e.g. qemu+{transport}://host/system.")
         try:
             ipaddress.ip_address(hostname)
         except ValueError:
@@ -115,9 +112,7 @@ def validate_host_uri(uri: str) -> HostURI:
             raise ValidationError(f"The '{name}=' parameter makes libvirt run a program and is not allowed.")
         if name not in SAFE_PARAMETERS[transport]:
             allowed = ", ".join(sorted(SAFE_PARAMETERS[transport])) or "none"
-            raise ValidationError(
-                f"The '{name}=' parameter is not allowed for {label} URIs (allowed: {allowed})."
-            )
+            raise ValidationError(f"The '{name}=' parameter is not allowed for {label} URIs (allowed: {allowed}).")
         if not _SAFE_VALUE.match(value):
             raise ValidationError(f"The value of '{name}=' contains characters that are not allowed.")
     return HostURI(uri=text, transport=label, encrypted=encrypted, hostname=hostname or "localhost")

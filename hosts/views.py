@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
 from hosts import roles, services, tasks
-from hosts.cpumap import cap_rows, load_host_cpu_map, vcpu_rows
+from hosts.cpumap import cap_rows, load_host_cpu_map, partition_summary, vcpu_rows
 from hosts.filters import DomainFilterSet, HostFilterSet
 from hosts.forms import HostAddForm
 from hosts.models import AuditEvent, Domain, Host
@@ -95,16 +95,19 @@ def host_list(request: HttpRequest) -> HttpResponse:
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a host's facts, its CPU map and its guests."""
     host = get_object_or_404(Host, pk=pk)
+    return render(request, "hosts/host_detail.html", host_page_context(host))
+
+
+def host_page_context(host: Host, **extra: Any) -> dict[str, Any]:
+    """Return what the host page draws; the partition form's error page renders it too."""
     cpu_map = load_host_cpu_map(host)
-    return render(
-        request,
-        "hosts/host_detail.html",
-        {
-            "host": host,
-            "cpu_map": cpu_map,
-            "events": AuditEvent.objects.filter(host=host).select_related("actor")[:10],
-        },
-    )
+    return {
+        "host": host,
+        "cpu_map": cpu_map,
+        "partition": partition_summary(host, cpu_map),
+        "events": AuditEvent.objects.filter(host=host).select_related("actor")[:10],
+        **extra,
+    }
 
 
 @require_POST

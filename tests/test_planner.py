@@ -717,3 +717,22 @@ def test_diff_shows_current_and_desired_per_field() -> None:
 def test_diff_against_no_current_tuning_changes_everything() -> None:
     rows = diff(None, {"iothreadpin": {"1": "0"}})
     assert rows == [{"field": "iothreadpin 1", "current": None, "desired": "0", "changes": True}]
+
+
+def test_a_vcpu_cap_above_the_guests_existing_global_cap_is_refused_at_planning() -> None:
+    capped = tuning()
+    capped["sched"] = {**capped["sched"], "global_period": 100000, "global_quota": 10000}
+    guest = make_guest(1, live=capped)
+    refused = plan({"sched": {"vcpu_period": 100000, "vcpu_quota": 50000}}, [guest])[0]
+    assert codes(refused.errors) == ["cgroup_v1_ratio"]
+    assert "current live caps" in refused.errors[0].message
+    within = plan({"sched": {"vcpu_period": 100000, "vcpu_quota": 5000}}, [guest])[0]
+    assert within.ok
+
+
+def test_a_cpu_claimed_by_two_guests_stays_held_whichever_of_them_is_planned() -> None:
+    first = make_guest(1, 1, pins={0: "3"})
+    second = make_guest(2, 1, pins={0: "3"})
+    for target, other in ((first, second), (second, first)):
+        result = plan({"vcpupin": {"strategy": "explicit", "cpus": {"0": "3"}}}, [target], [other])[0]
+        assert codes(result.errors) == ["cpu_held"]

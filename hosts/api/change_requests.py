@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import django_filters
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
@@ -18,6 +17,7 @@ from rest_framework.response import Response
 from hosts import change_requests
 from hosts.api.permissions import CanApprove, CanDraftOrReadOnly
 from hosts.api.profiles import django_errors
+from hosts.filters import AuditEventFilterSet, ChangeRequestFilterSet
 from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
 
 
@@ -73,6 +73,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
     decided_by = serializers.CharField(source="decided_by.username", read_only=True, default=None)
     rolled_back_by = serializers.CharField(source="rolled_back_by.username", read_only=True, default=None)
     results = TargetSerializer(source="targets", many=True, read_only=True)
+    rolling_back = serializers.BooleanField(read_only=True, help_text="A rollback is in progress.")
 
     class Meta:
         model = ChangeRequest
@@ -97,6 +98,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
             "finished_at",
             "rolled_back_by",
             "rolled_back_at",
+            "rolling_back",
             "results",
         ]
         read_only_fields = [
@@ -136,12 +138,6 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
 
 class DecisionSerializer(serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
-
-
-class ChangeRequestFilterSet(django_filters.FilterSet):
-    class Meta:
-        model = ChangeRequest
-        fields = ["status", "scope", "requested_by", "decided_by"]
 
 
 class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[ChangeRequest]):
@@ -223,18 +219,6 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
             "message",
         ]
         read_only_fields = fields
-
-
-class AuditEventFilterSet(django_filters.FilterSet):
-    """Filter the audit log by action, actor (username), object and time."""
-
-    actor = django_filters.CharFilter(field_name="actor__username")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-
-    class Meta:
-        model = AuditEvent
-        fields = ["action", "actor", "host", "domain", "change_request", "profile", "since", "until"]
 
 
 class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):

@@ -7,6 +7,19 @@ from typing import Any
 from django.db import models
 
 
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Audit events can be added and read, never changed or removed, one by one or in bulk."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise ValueError("audit events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise ValueError("audit events are append-only")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        raise ValueError("audit events are append-only")
+
+
 class AuditEvent(models.Model):
     """An append-only record of a change: who did what to which object, with the before and after.
 
@@ -58,6 +71,10 @@ class AuditEvent(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     message = models.TextField(blank=True)
+
+    # Foreign keys to deleted hosts, users, ... are still set to NULL: Django does that through the base
+    # manager, not this one.
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

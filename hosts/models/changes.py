@@ -75,6 +75,11 @@ class ChangeRequest(models.Model):
     def config(self) -> bool:
         return self.scope in (self.Scope.CONFIG, self.Scope.BOTH)
 
+    @property
+    def rolling_back(self) -> bool:
+        """A rollback was asked for and some of its per-host jobs have not finished."""
+        return self.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exclude(status=ApplyJob.Status.DONE).exists()
+
 
 class ChangeTarget(models.Model):
     """One guest of a change request: its plan, the snapshot taken before applying, and the result."""
@@ -90,9 +95,7 @@ class ChangeTarget(models.Model):
 
     change_request = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="targets")
     host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="change_targets")
-    domain = models.ForeignKey(
-        "hosts.Domain", null=True, on_delete=models.SET_NULL, related_name="change_targets"
-    )
+    domain = models.ForeignKey("hosts.Domain", null=True, on_delete=models.SET_NULL, related_name="change_targets")
     domain_uuid = models.UUIDField()
     domain_name = models.CharField(max_length=200)
     desired = models.JSONField(help_text="The planned tuning: only the fields the profile sets.")

@@ -11,9 +11,7 @@ class PinProfile(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        "auth.User", null=True, on_delete=models.SET_NULL, related_name="pin_profiles"
-    )
+    created_by = models.ForeignKey("auth.User", null=True, on_delete=models.SET_NULL, related_name="pin_profiles")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
