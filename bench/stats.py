@@ -1,0 +1,375 @@
+"""Measure the stats collector: CPU time per guest-sample and sample-to-browser latency, against baselines.
+
+Scenarios (default): 1 host x 10 guests and 3 hosts x 30 guests, sampled at 1 Hz, on the benchmark's own
+fleet (``isostat``, ports 16751..), its own Redis and its own throwaway database. Every guest and host has
+a websocket open through a real Daphne, so every frame is stored in history and pushed (the worst case).
+
+- Collector CPU: ``time.process_time`` around each tick of every host (the bulk libvirt call, the
+  arithmetic, the pipelined history write and the channel-layer sends, including the publisher's thread),
+  divided by guest-samples. The websocket clients run in a separate process so they are not counted.
+  Baselines in the same run: the floor (the bare bulk ``getAllDomainStats`` call and parsing, nothing else)
+  and the per-guest way (one stats call per guest).
+- Latency: from the wall time just before the libvirt call to the websocket frame's arrival in the client
+  process, p50 and p95 over every frame; the floor is the libvirt call's own duration.
+
+Targets: p95 < 250 ms; collector < 2 ms CPU per guest-sample. Everything is bounded: at most 100 guests
+per host, ``--ticks`` at most 120, a total ``--budget``; the fleet, Redis and Daphne are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
+REDIS_PORT = 6397
+MAX_GUESTS_PER_HOST, MAX_TICKS = 100, 120
+TARGET_P95_MS, TARGET_CPU_MS = 250.0, 2.0
+
+
+# --- a minimal websocket client (the client process; no extra dependency) ------------------------------
+
+
+def _ws_open(port: int, path: str, cookie: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
+            f"Cookie: {cookie}\r\n\r\n"
+        ).encode()
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"{path}: connection closed during the handshake")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"{path}: refused: {head[:200]!r}")
+    return sock, rest
+
+
+def _ws_send(sock: socket.socket, opcode: int, payload: bytes) -> None:
+    mask = os.urandom(4)
+    header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames only: payload < 126
+    sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def _ws_messages(sock: socket.socket, buf: bytes, until: float) -> Any:
+    def need(n: int) -> bytes:
+        nonlocal buf
+        while len(buf) < n:
+            sock.settimeout(max(0.1, until - time.time()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    message = b""
+    while time.time() < until:
+        try:
+            b0, b1 = need(2)
+            length = b1 & 0x7F
+            if length == 126:
+                length = int.from_bytes(need(2), "big")
+            elif length == 127:
+                length = int.from_bytes(need(8), "big")
+            payload = need(length)
+        except (TimeoutError, EOFError, OSError):
+            return
+        opcode = b0 & 0x0F
+        if opcode == 9:
+            _ws_send(sock, 10, payload)
+        elif opcode == 8:
+            return
+        elif opcode in (0, 1):
+            message += payload
+            if b0 & 0x80:
+                yield time.time(), message
+                message = b""
+
+
+def client_main(args: argparse.Namespace) -> int:
+    """Open every websocket, record each frame's latency for ``--seconds``, print them as JSON."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    until = time.time() + args.seconds
+
+    def watch(path: str) -> None:
+        sock, rest = _ws_open(args.port, path, args.cookie)
+        with sock:
+            for received, text in _ws_messages(sock, rest, until):
+                message = json.loads(text)
+                if message.get("type") == "frame":
+                    with lock:
+                        latencies.append((received - message["frame"]["t"]) * 1000)
+
+    threads = [threading.Thread(target=watch, args=(p,), daemon=True) for p in args.paths.split(",")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(args.seconds + 10)
+    print(json.dumps(latencies))
+    return 0
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.3):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: float) -> dict[str, Any]:
+    """Run one scenario: bring the fleet to size, register it, then measure collector, floor and per-guest."""
+    from django.test import Client
+
+    from hosts import libvirt_client, live, services
+    from hosts.collector import HostCollector
+    from hosts.fleet import Fleet
+    from hosts.models import Domain, Host
+    from hosts.roles import VIEWER, ensure_role_groups
+
+    fleet = Fleet(
+        prefix=FLEET_PREFIX,
+        hosts=hosts,
+        base_port=FLEET_BASE_PORT,
+        state_dir=REPO_ROOT / "var" / "fleet-isostat",
+        guests=(),
+        burner_on=(),
+        extra_guests=guests,
+    )
+    fleet.up()
+    registered = []
+    for member in fleet.members:
+        host = Host.objects.filter(uri=member.uri).first() or services.create_host(
+            name=member.name, uri=member.uri, actor=None
+        )
+        result = services.sync_host(host.pk)
+        if not result.ok:
+            raise RuntimeError(result.error)
+        registered.append(host)
+    running = Domain.objects.filter(host__in=registered, state=Domain.State.RUNNING)
+    if running.count() != hosts * guests:
+        raise RuntimeError(f"expected {hosts * guests} running guests, found {running.count()}")
+
+    from django.contrib.auth.models import User
+
+    user = User.objects.filter(username="bench").first() or User.objects.create_user("bench")
+    user.groups.add(ensure_role_groups()[VIEWER])
+    web = Client()
+    web.force_login(user)
+    cookie = f"sessionid={web.cookies['sessionid'].value}"
+    paths = [f"/ws/hosts/{h.pk}/" for h in registered] + [f"/ws/guests/{d.pk}/" for d in running]
+
+    port = _free_port()
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = None
+    publisher = live.Publisher()
+    try:
+        _wait_port(port, 30)
+        seconds = ticks + 8
+        client_args = ["--client", "--port", str(port), "--cookie", cookie, "--paths", ",".join(paths)]
+        client = subprocess.Popen(
+            [sys.executable, __file__, *client_args, "--seconds", str(seconds)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        time.sleep(3)  # every socket open and marked watched
+        collectors = [HostCollector(host_id=h.pk, uri=h.uri, publisher=publisher) for h in registered]
+        cpu, samples, libvirt_ms = 0.0, 0, []
+        for n in range(ticks + 2):
+            if time.monotonic() > deadline:
+                raise RuntimeError("time budget exhausted")
+            started = time.monotonic()
+            p0 = time.process_time()
+            results = [c.tick(1.0) for c in collectors]
+            if n >= 2:  # the first two ticks prime the counters and the inventory
+                cpu += time.process_time() - p0
+                samples += sum(r.guests for r in results)
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        out, _ = client.communicate(timeout=seconds + 30)
+        latencies = json.loads(out or b"[]")
+
+        def measure(fetch: Any) -> tuple[float, list[float]]:
+            spent, durations, count = 0.0, [], 0
+            for _ in range(min(ticks, 10)):
+                for h in registered:
+                    w0, p0 = time.monotonic(), time.process_time()
+                    sample = fetch(h.uri)
+                    spent += time.process_time() - p0
+                    durations.append((time.monotonic() - w0) * 1000)
+                    count += len(sample.guests)
+            return spent / max(count, 1) * 1000, durations
+
+        floor_cpu, floor_ms = measure(libvirt_client.fetch_cpu_stats)
+        per_guest_cpu, per_guest_ms = measure(libvirt_client.fetch_cpu_stats_per_guest)
+        libvirt_ms = floor_ms
+    finally:
+        publisher.close()
+        _stop(client)
+        _stop(daphne)
+    return {
+        "scenario": f"{hosts} host(s) x {guests} guests",
+        "guest_samples": samples,
+        "collector_cpu_ms": cpu / max(samples, 1) * 1000,
+        "floor_cpu_ms": floor_cpu,
+        "per_guest_cpu_ms": per_guest_cpu,
+        "frames": len(latencies),
+        "p50_ms": _pct(latencies, 0.5),
+        "p95_ms": _pct(latencies, 0.95),
+        "floor_p50_ms": _pct(libvirt_ms, 0.5),
+        "floor_p95_ms": _pct(libvirt_ms, 0.95),
+        "per_guest_p95_ms": _pct(per_guest_ms, 0.95),
+    }
+
+
+def report(row: dict[str, Any]) -> None:
+    ok_cpu = row["collector_cpu_ms"] < TARGET_CPU_MS
+    ok_lat = row["p95_ms"] < TARGET_P95_MS
+    print(f"\n{row['scenario']}: {row['guest_samples']} guest-samples, {row['frames']} frames received")
+    print(
+        f"  collector CPU per guest-sample: {row['collector_cpu_ms']:.3f} ms "
+        f"(target < {TARGET_CPU_MS} ms: {'met' if ok_cpu else 'MISSED'}); "
+        f"floor (bare bulk call) {row['floor_cpu_ms']:.3f} ms, "
+        f"ratio {row['collector_cpu_ms'] / row['floor_cpu_ms']:.2f}x; "
+        f"per-guest calls {row['per_guest_cpu_ms']:.3f} ms, {row['per_guest_cpu_ms'] / row['collector_cpu_ms']:.2f}x "
+        "the collector"
+    )
+    print(
+        f"  latency sample -> websocket frame: p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms "
+        f"(target p95 < {TARGET_P95_MS:g} ms: {'met' if ok_lat else 'MISSED'}); "
+        f"floor (the libvirt call alone) p50 {row['floor_p50_ms']:.1f} ms, p95 {row['floor_p95_ms']:.1f} ms, "
+        f"ratio p95 {row['p95_ms'] / row['floor_p95_ms']:.2f}x; per-guest calls p95 {row['per_guest_p95_ms']:.1f} ms"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="1x10,3x30", help="HOSTSxGUESTS list (1x10,3x30)")
+    parser.add_argument("--ticks", type=int, default=20, help=f"measured ticks per scenario (20, at most {MAX_TICKS})")
+    parser.add_argument("--budget", type=float, default=1200.0, help="seconds the whole run may take (1200)")
+    parser.add_argument("--keep-fleet", action="store_true", help="leave the bench fleet running")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cookie", help=argparse.SUPPRESS)
+    parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.client:
+        args.sizes = [tuple(int(x) for x in item.split("x")) for item in args.scenarios.split(",")]
+        if any(not (1 <= h <= 3 and 1 <= g <= MAX_GUESTS_PER_HOST) for h, g in args.sizes):
+            parser.error(f"scenarios need 1..3 hosts and 1..{MAX_GUESTS_PER_HOST} guests per host")
+        if not 3 <= args.ticks <= MAX_TICKS:
+            parser.error(f"--ticks must be between 3 and {MAX_TICKS}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.client:
+        return client_main(args)
+    deadline = time.monotonic() + args.budget
+    var_dir = Path(tempfile.mkdtemp(prefix="isoweb-bench-stats-"))
+    env = {
+        "DJANGO_SETTINGS_MODULE": "isoweb.settings",
+        "ISOWEB_VAR_DIR": str(var_dir),
+        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
+        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.environ.update(env)
+    sys.path.insert(0, str(REPO_ROOT))
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=var_dir,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        _wait_port(REDIS_PORT, 10)
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        rows = []
+        for hosts, guests in args.sizes:
+            rows.append(scenario(hosts, guests, args.ticks, env, deadline))
+            report(rows[-1])
+        return 0 if all(r["p95_ms"] < TARGET_P95_MS and r["collector_cpu_ms"] < TARGET_CPU_MS for r in rows) else 1
+    finally:
+        if not args.keep_fleet and "hosts.fleet" in sys.modules:
+            from hosts.fleet import Fleet
+
+            Fleet(
+                prefix=FLEET_PREFIX,
+                hosts=max(h for h, _ in args.sizes),
+                base_port=FLEET_BASE_PORT,
+                state_dir=REPO_ROOT / "var" / "fleet-isostat",
+                guests=(),
+                burner_on=(),
+                extra_guests=max(g for _, g in args.sizes),
+            ).down()
+        _stop(redis)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Sample every host's CPU counters, keep their history and push them to open charts.
+
+Per host and tick: one bulk ``getAllDomainStats`` for all running guests plus one ``getCPUStats`` per host
+CPU (:func:`hosts.libvirt_client.fetch_cpu_stats`), percentages from :mod:`hosts.stats`, one pipelined Redis
+write of every frame (:mod:`hosts.history`) and one channel-layer message per watched group
+(:mod:`hosts.live`). A host someone is watching (its page or one of its guests' pages is open) is sampled
+every ``interval`` seconds (1 s), the others every ``background_interval`` (10 s) so history stays filled
+at little cost. Each host has its own thread, so a slow or dead host delays no other; a host that fails is
+retried with exponential backoff, its open charts are told it is down, and the line resumes after a gap
+when it answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+
+from hosts import history, libvirt_client, live
+from hosts.libvirt_client import StatsSample, VirtError
+from hosts.models import Domain, Host, HostCPU
+from hosts.stats import HostLoad, host_load
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+INVENTORY_REFRESH_SECONDS = 30.0
+TRIM_EVERY_TICKS = 15
+
+
+@dataclass
+class TickResult:
+    """What one tick of one host did, for logs and the benchmark."""
+
+    guests: int = 0
+    frames: int = 0
+    pushed: int = 0
+    sample_wall: float = 0.0
+    cpu_seconds: float = 0.0
+    error: str = ""
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass
+class HostCollector:
+    """Collect one host: keep its previous sample, its guests' ids, its backoff, and push its frames."""
+
+    host_id: int
+    uri: str
+    publisher: live.Publisher
+    buckets: history.MinuteBuckets = field(default_factory=history.MinuteBuckets)
+    prev: StatsSample | None = None
+    prev_interval: float = 1.0
+    failures: int = 0
+    down_reason: str = ""
+    ticks: int = 0
+    _guest_ids: dict[str, int] = field(default_factory=dict)
+    _cpu_ids: tuple[int, ...] = ()
+    _inventory_at: float = -1e9
+    _emitted: set[str] = field(default_factory=set)
+    _host_emitted: bool = False
+
+    def refresh_inventory(self, *, force: bool = False) -> None:
+        """Reload which guest UUIDs are which chart ids, and the host's online CPUs, from the inventory."""
+        now = time.monotonic()
+        if not force and now - self._inventory_at < INVENTORY_REFRESH_SECONDS:
+            return
+        self._inventory_at = now
+        self._guest_ids = {
+            str(uuid): pk for uuid, pk in Domain.objects.filter(host_id=self.host_id).values_list("uuid", "pk")
+        }
+        online = HostCPU.objects.filter(host_id=self.host_id, online=True).order_by("cpu_id")
+        self._cpu_ids = tuple(online.values_list("cpu_id", flat=True))
+
+    def backoff_seconds(self) -> float:
+        return min(MAX_BACKOFF_SECONDS, 2.0 ** max(self.failures - 1, 0))
+
+    def tick(self, interval: float) -> TickResult:
+        """Sample the host once, store and push what changed; on failure, note it and tell the charts."""
+        self.refresh_inventory()
+        try:
+            sample = libvirt_client.fetch_cpu_stats(self.uri, self._cpu_ids)
+        except VirtError as exc:
+            return self._failed(exc)
+        started = time.thread_time()
+        result = TickResult(sample_wall=sample.wall)
+        messages: list[tuple[str, str]] = []
+        if self.failures:
+            log.info("host %s answers again", self.uri)
+            messages.append((live.host_group(self.host_id), live.status_text(live.HOST, self.host_id, up=True)))
+            self.failures, self.down_reason = 0, ""
+        if any(g.uuid not in self._guest_ids for g in sample.guests):
+            self.refresh_inventory(force=time.monotonic() - self._inventory_at > 5)
+        load = None
+        if self.prev is not None:
+            load = host_load(self.prev, sample, max_dt=3 * max(self.prev_interval, interval) + 0.5)
+        self.prev, self.prev_interval = sample, interval
+        if load is not None:
+            messages += self._store(load, result)
+        else:
+            self._host_emitted = False
+            self._emitted = set()
+        self.ticks += 1
+        result.pushed = len(messages)
+        self.publisher.send(messages)
+        result.cpu_seconds = time.thread_time() - started
+        return result
+
+    def _store(self, load: HostLoad, result: TickResult) -> list[tuple[str, str]]:
+        """Write the tick's frames to history (one pipeline) and return the messages for watched groups."""
+        pipe = history.client().pipeline(transaction=False)
+        trim = self.ticks % TRIM_EVERY_TICKS == 0
+        wall = round(load.wall, 3)
+        series: list[tuple[str, int, str]] = []
+
+        host_frame: dict[str, Any] = {"t": wall, "i": sorted(load.cpus)}
+        host_frame["b"] = [_round(load.cpus[c]) for c in host_frame["i"]]
+        if not self._host_emitted:
+            host_frame["gap"] = 1
+        self._host_emitted = True
+        series.append((live.HOST, self.host_id, self._add(pipe, live.HOST, self.host_id, host_frame, trim)))
+
+        emitted: set[str] = set()
+        for uuid, guest in load.guests.items():
+            domain_id = self._guest_ids.get(uuid)
+            if domain_id is None:
+                continue  # not in the inventory yet: the next sync adds it
+            numbers = sorted(guest.vcpu)
+            frame: dict[str, Any] = {
+                "t": wall,
+                "n": numbers,
+                "v": [_round(guest.vcpu[n]) for n in numbers],
+                "d": [_round(guest.delay.get(n)) for n in numbers],
+                "o": _round(guest.overhead),
+                "g": _round(guest.total),
+            }
+            if uuid not in self._emitted:
+                frame["gap"] = 1
+            emitted.add(uuid)
+            series.append((live.GUEST, domain_id, self._add(pipe, live.GUEST, domain_id, frame, trim)))
+        if trim:
+            self.buckets.forget({(kind, object_id) for kind, object_id, _ in series})
+        pipe.execute()
+        self._emitted = emitted
+        result.guests = len(emitted)
+        result.frames = len(series)
+
+        watched_guests = live.watched(live.GUEST, [i for kind, i, _ in series if kind == live.GUEST])
+        return [
+            (live.group_name(kind, object_id), live.frame_text(kind, object_id, text))
+            for kind, object_id, text in series
+            if kind == live.HOST or object_id in watched_guests
+        ]
+
+    def _add(self, pipe: Any, kind: str, object_id: int, frame: dict[str, Any], trim: bool) -> str:
+        text = history.dumps(frame)
+        history.add(pipe, history.FULL, kind, object_id, text, frame["t"])
+        finished = self.buckets.add(kind, object_id, frame)
+        if finished is not None:
+            history.add(pipe, history.MINUTE, kind, object_id, history.dumps(finished), finished["t"])
+            history.trim(pipe, history.MINUTE, kind, object_id, frame["t"])
+        if trim:
+            history.trim(pipe, history.FULL, kind, object_id, frame["t"])
+        return text
+
+    def _failed(self, exc: VirtError) -> TickResult:
+        first = self.failures == 0
+        self.failures += 1
+        self.prev = None
+        self._emitted, self._host_emitted = set(), False
+        self.down_reason = exc.message
+        if first:
+            log.warning("host %s does not answer: %s", self.uri, exc.message)
+            text = live.status_text(live.HOST, self.host_id, up=False, reason=exc.message)
+            messages = [(live.host_group(self.host_id), text)]
+            messages += [(live.guest_group(i), text) for i in self._guest_ids.values()]
+            try:
+                self.publisher.send(messages)
+            except Exception as send_exc:  # a channel-layer outage must not stop the collector
+                log.warning("could not push host status: %s", send_exc)
+        return TickResult(error=exc.message)
+
+
+class Collector:
+    """Run one :class:`HostCollector` thread per registered host until stopped."""
+
+    def __init__(self, *, interval: float = 1.0, background_interval: float = 10.0) -> None:
+        self.interval = interval
+        self.background_interval = background_interval
+        self.publisher = live.Publisher()
+        self.stop_event = threading.Event()
+        self.watched_hosts: set[int] = set()
+        self._threads: dict[int, tuple[threading.Thread, threading.Event]] = {}
+
+    def _host_loop(self, host_id: int, uri: str, stop: threading.Event) -> None:
+        collector = HostCollector(host_id=host_id, uri=uri, publisher=self.publisher)
+        last_tick = -1e9
+        retry_at = 0.0
+        while not stop.is_set() and not self.stop_event.is_set():
+            # The interval is re-read every pass: a chart opened on a background host speeds it up at once.
+            interval = self.interval if host_id in self.watched_hosts else self.background_interval
+            due = retry_at if collector.failures else last_tick + interval
+            now = time.monotonic()
+            if now < due:
+                stop.wait(min(due - now, 0.2))
+                continue
+            last_tick = due if now - due < interval else now  # keep the cadence without drifting
+            try:
+                result = collector.tick(interval)
+            except Exception:
+                log.exception("collecting %s failed", uri)
+                result = TickResult(error="internal error")
+                collector.failures += 1
+            finally:
+                close_old_connections()
+            if result.error:
+                retry_at = time.monotonic() + collector.backoff_seconds()
+
+    def sync_hosts(self) -> None:
+        """Start a thread for each new host and stop those of hosts removed from the inventory."""
+        hosts = dict(Host.objects.values_list("pk", "uri"))
+        for host_id, (thread, stop) in list(self._threads.items()):
+            if host_id not in hosts or not thread.is_alive():
+                stop.set()
+                del self._threads[host_id]
+        for host_id, uri in hosts.items():
+            if host_id not in self._threads:
+                stop = threading.Event()
+                thread = threading.Thread(
+                    target=self._host_loop, args=(host_id, uri, stop), name=f"collect-{host_id}", daemon=True
+                )
+                self._threads[host_id] = (thread, stop)
+                thread.start()
+                log.info("collecting %s every %ss (watched) or %ss", uri, self.interval, self.background_interval)
+
+    def run(self) -> None:
+        """Collect until :meth:`stop`: refresh the host list and the watched set, the threads do the rest."""
+        refreshed = -1e9
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                try:
+                    if now - refreshed > INVENTORY_REFRESH_SECONDS:
+                        self.sync_hosts()
+                        refreshed = now
+                    self.watched_hosts = live.watched(live.HOST, list(self._threads))
+                except Exception as exc:  # Redis or the database briefly away: keep the threads going
+                    log.warning("collector housekeeping failed: %s", exc)
+                finally:
+                    close_old_connections()
+                self.stop_event.wait(0.5)
+        finally:
+            for _thread, stop in self._threads.values():
+                stop.set()
+            for thread, _stop in self._threads.values():
+                thread.join(timeout=10)
+            self.publisher.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

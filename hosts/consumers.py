@@ -1,0 +1,197 @@
+"""Websocket consumers of the live charts: ``/ws/hosts/<id>/`` and ``/ws/guests/<id>/``.
+
+A socket is closed before it joins any group unless its user is logged in, holds a role that may view the
+inventory and names a host or guest that exists; other origins never get here (``AllowedHostsOriginValidator``
+in ``asgi.py``). On connect the chart gets its recent history, caps and markers in one message, then one
+frame per collector tick. What a consumer sends is bounded (history by its store's caps, markers by count)
+and what a browser may ask is tiny: a history resolution, at most once a second; anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+
+from hosts import history, live, roles
+from hosts.models import AuditEvent, Domain, Host
+
+MARKER_ACTIONS = (AuditEvent.Action.CHANGE_APPLIED, AuditEvent.Action.CHANGE_ROLLED_BACK)
+MAX_MARKERS = 200
+MAX_CLIENT_MESSAGE_BYTES = 512
+HISTORY_REQUEST_MIN_SECONDS = 1.0
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def caps_of(sched: dict[str, Any] | None) -> dict[str, float]:
+    """Return each capped thread group's cap in % of one CPU (``vcpu``: per vCPU), from live sched params."""
+    sched = sched or {}
+    caps: dict[str, float] = {}
+    for group in ("vcpu", "emulator", "iothread", "global"):
+        period, quota = sched.get(f"{group}_period"), sched.get(f"{group}_quota")
+        if isinstance(period, int) and isinstance(quota, int) and period > 0 and quota > 0:
+            caps[group] = round(100.0 * quota / period, 1)
+    return caps
+
+
+def current_caps(domain_id: int) -> dict[str, float] | None:
+    """Return a guest's live caps: from its last applied or rolled-back change if newer than its last sync.
+
+    The apply engine records what it read back from libvirt in the audit event's ``after`` and the next
+    inventory sync copies it to the guest; between the two the event is the fresher source.
+    """
+    domain = Domain.objects.filter(pk=domain_id).values("tuning_live", "synced_at").first()
+    if domain is None:
+        return None
+    sched = (domain["tuning_live"] or {}).get("sched")
+    event = (
+        AuditEvent.objects.filter(domain_id=domain_id, action__in=MARKER_ACTIONS)
+        .order_by("-created_at", "-id")
+        .values("after", "created_at")
+        .first()
+    )
+    if event is not None and (domain["synced_at"] is None or event["created_at"] > domain["synced_at"]):
+        live_after = (event["after"] or {}).get("live") if isinstance(event["after"], dict) else None
+        if isinstance(live_after, dict) and isinstance(live_after.get("sched"), dict):
+            sched = live_after["sched"]
+    return caps_of(sched)
+
+
+def _markers(events: Any) -> list[dict[str, Any]]:
+    rows = events.filter(action__in=MARKER_ACTIONS, created_at__gte=timezone.now() - timedelta(hours=25))
+    rows = rows.order_by("-created_at").values("action", "object_repr", "message", "created_at")[:MAX_MARKERS]
+    return [
+        live.marker(row["action"], row["message"] or row["object_repr"], row["created_at"]) for row in reversed(rows)
+    ]
+
+
+class ChartConsumer(AsyncWebsocketConsumer):
+    """Stream one host's or guest's chart; subclasses say which and what the chart needs to know."""
+
+    kind: ClassVar[str]
+    group: str | None = None
+    watch_task: asyncio.Task[None] | None = None
+    last_history_request: float = 0.0
+
+    def describe(self, object_id: int) -> dict[str, Any] | None:
+        """Return the chart's facts (name, caps, markers, what to mark watched), or ``None`` if absent."""
+        raise NotImplementedError
+
+    def _allowed_meta(self, user: Any, object_id: int) -> tuple[bool, dict[str, Any] | None]:
+        if not roles.can_view(user):
+            return False, None
+        return True, self.describe(object_id)
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.object_id = int(self.scope["url_route"]["kwargs"]["pk"])
+        allowed, meta = await database_sync_to_async(self._allowed_meta)(user, self.object_id)
+        if not allowed:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        if meta is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.watch_targets: list[tuple[str, int]] = meta.pop("watch")
+        self.group = live.group_name(self.kind, self.object_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await sync_to_async(live.mark_watched, thread_sensitive=False)(self.watch_targets)
+        self.watch_task = asyncio.create_task(self._keep_watching())
+        frames = await sync_to_async(history.recent, thread_sensitive=False)(self.kind, self.object_id)
+        hello = json.dumps({"type": "hello", "kind": self.kind, "id": self.object_id, **meta})
+        await self.send(text_data=f'{hello[:-1]},"resolution":"{history.FULL}","frames":[{",".join(frames)}]}}')
+
+    async def _keep_watching(self) -> None:
+        while True:
+            await asyncio.sleep(live.WATCH_REFRESH_SECONDS)
+            with contextlib.suppress(Exception):  # Redis briefly away: the chart just falls back to slow
+                await sync_to_async(live.mark_watched, thread_sensitive=False)(self.watch_targets)
+
+    async def disconnect(self, code: int) -> None:
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Answer ``{"type": "history", "resolution": "1s"|"1m"}``; ignore everything else."""
+        if text_data is None or len(text_data) > MAX_CLIENT_MESSAGE_BYTES:
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or message.get("type") != "history":
+            return
+        resolution = message.get("resolution")
+        if resolution not in history.RESOLUTIONS:
+            return
+        now = time.monotonic()
+        if now - self.last_history_request < HISTORY_REQUEST_MIN_SECONDS:
+            return
+        self.last_history_request = now
+        frames = await sync_to_async(history.recent, thread_sensitive=False)(
+            self.kind, self.object_id, resolution=resolution
+        )
+        await self.send(text_data=f'{{"type":"history","resolution":"{resolution}","frames":[{",".join(frames)}]}}')
+
+    async def live_text(self, event: dict[str, Any]) -> None:
+        """Forward a collector frame or host status as the collector encoded it."""
+        await self.send(text_data=event["text"])
+
+    async def live_marker(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps({"type": "marker", **event["marker"]}))
+
+
+class HostChartConsumer(ChartConsumer):
+    """A host's chart: each host CPU's busy %, and markers of its guests' changes."""
+
+    kind = live.HOST
+
+    def describe(self, object_id: int) -> dict[str, Any] | None:
+        host = Host.objects.filter(pk=object_id).values("pk", "name").first()
+        if host is None:
+            return None
+        return {
+            "name": host["name"],
+            "markers": _markers(AuditEvent.objects.filter(domain__host_id=object_id)),
+            "watch": [(live.HOST, object_id)],
+        }
+
+
+class GuestChartConsumer(ChartConsumer):
+    """A guest's chart: per-vCPU load and delay, emulator overhead, its caps and change markers."""
+
+    kind = live.GUEST
+
+    def describe(self, object_id: int) -> dict[str, Any] | None:
+        domain = Domain.objects.filter(pk=object_id).values("pk", "name", "host_id").first()
+        if domain is None:
+            return None
+        return {
+            "name": domain["name"],
+            "caps": current_caps(object_id) or {},
+            "markers": _markers(AuditEvent.objects.filter(domain_id=object_id)),
+            "watch": [(live.GUEST, object_id), (live.HOST, domain["host_id"])],
+        }
+
+    async def live_marker(self, event: dict[str, Any]) -> None:
+        """Draw the marker, then the caps the change left behind (the marker is sent after its commit)."""
+        await super().live_marker(event)
+        caps = await database_sync_to_async(current_caps)(self.object_id)
+        await self.send(text_data=json.dumps({"type": "caps", "caps": caps or {}}))

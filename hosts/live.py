@@ -1,0 +1,140 @@
+"""Push live data to browsers: group names, who is watching, and every send to the channel layer from sync code.
+
+One module owns the sync-to-channel-layer boundary so there is one place that decides how a message is
+shaped and what it costs. The collector sends a whole tick through :class:`Publisher`, which keeps one
+event loop (and so one pool of channels-redis connections) for the life of the process instead of paying
+``async_to_sync``'s loop setup per message; other sync code (the apply engine) calls
+:func:`announce_marker` after its transaction commits.
+
+Watching: every open chart refreshes a short-lived Redis key for its guest and host; the collector samples
+watched hosts every second and the others at its background rate, and sends frames only to watched groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from hosts import history
+
+log = logging.getLogger(__name__)
+
+WATCH_TTL_SECONDS = 15
+WATCH_REFRESH_SECONDS = 5
+HOST, GUEST = "host", "guest"
+
+
+def group_name(kind: str, object_id: int) -> str:
+    """Return the channel-layer group of one host's or guest's live chart."""
+    return f"stats.{kind}.{int(object_id)}"
+
+
+def host_group(host_id: int) -> str:
+    return group_name(HOST, host_id)
+
+
+def guest_group(domain_id: int) -> str:
+    return group_name(GUEST, domain_id)
+
+
+def _watch_key(kind: str, object_id: int) -> str:
+    return f"isoweb:watch:{kind}:{int(object_id)}"
+
+
+def mark_watched(targets: Iterable[tuple[str, int]]) -> None:
+    """Note that someone has these charts open, for the next ``WATCH_TTL_SECONDS``."""
+    pipe = history.client().pipeline(transaction=False)
+    for kind, object_id in targets:
+        pipe.set(_watch_key(kind, object_id), 1, ex=WATCH_TTL_SECONDS)
+    pipe.execute()
+
+
+def watched(kind: str, object_ids: Iterable[int]) -> set[int]:
+    """Return which of these hosts or guests have an open chart."""
+    ids = list(object_ids)
+    if not ids:
+        return set()
+    values = history.client().mget([_watch_key(kind, i) for i in ids])
+    return {i for i, value in zip(ids, values, strict=True) if value is not None}
+
+
+def frame_text(kind: str, object_id: int, frame_json: str) -> str:
+    """Wrap a stored frame as the websocket message a chart receives each tick."""
+    return f'{{"type":"frame","kind":"{kind}","id":{int(object_id)},"frame":{frame_json}}}'
+
+
+def status_text(kind: str, object_id: int, *, up: bool, reason: str = "") -> str:
+    """Return the message telling a chart its host stopped or resumed answering."""
+    return json.dumps({"type": "status", "kind": kind, "id": int(object_id), "up": up, "reason": reason[:300]})
+
+
+class Publisher:
+    """Send many messages to many groups from sync threads, on one private event loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="live-publisher", daemon=True)
+        self._thread.start()
+        self._layer = get_channel_layer()
+
+    async def _send_all(self, messages: list[tuple[str, str]]) -> None:
+        results = await asyncio.gather(
+            *(self._layer.group_send(group, {"type": "live.text", "text": text}) for group, text in messages),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("could not push a live frame: %s", result)
+
+    def send(self, messages: list[tuple[str, str]], timeout: float = 5.0) -> None:
+        """Send each ``(group, text)``: one channel-layer message per group, all concurrently."""
+        if messages and self._layer is not None:
+            asyncio.run_coroutine_threadsafe(self._send_all(messages), self._loop).result(timeout)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def marker(kind: str, label: str, ts: datetime | float) -> dict[str, Any]:
+    """Return a chart marker: a change applied or rolled back at ``ts`` (a datetime or epoch seconds).
+
+    ``kind`` is an audit action (``change.applied``, ``change.rolled_back``); the short forms ``applied`` and
+    ``rolled_back`` are accepted and normalised, so live and reloaded markers look the same.
+    """
+    when = ts.timestamp() if isinstance(ts, datetime) else float(ts)
+    kind = str(kind)
+    if "." not in kind:
+        kind = f"change.{kind}"
+    return {"kind": kind[:40], "label": str(label)[:200], "t": round(when, 3)}
+
+
+def announce_marker(domain_id: int, kind: str, label: str, ts: datetime | float) -> None:
+    """Draw a marker on a guest's chart (and its host's) now, for everyone watching.
+
+    Call it after the transaction that recorded the change has committed (``transaction.on_commit``), so
+    a chart that reloads its caps on the marker reads the new ones. ``kind`` is the audit action, e.g.
+    ``"change.applied"`` or ``"change.rolled_back"``. A channel layer that is down loses only the live
+    marker; the chart shows it from the audit log on its next load.
+    """
+    from hosts.models import Domain
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    host_id = Domain.objects.filter(pk=domain_id).values_list("host_id", flat=True).first()
+    message = {"type": "live.marker", "domain_id": int(domain_id), "marker": marker(kind, label, ts)}
+    try:
+        async_to_sync(layer.group_send)(guest_group(domain_id), message)
+        if host_id is not None:
+            async_to_sync(layer.group_send)(host_group(host_id), message)
+    except Exception as exc:  # the change itself has succeeded; a lost live marker must not fail it
+        log.warning("could not announce a marker for guest %s: %s", domain_id, exc)
