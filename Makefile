@@ -43,6 +43,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/inventory.py
+	$(PY) bench/apply.py
+	$(PY) bench/stats.py
 
 fleet-up: setup
 	$(PY) manage.py fleet up --register

@@ -109,12 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=_positive_ints, default=[5, 20, 50], help="guest counts (5,20,50)")
     parser.add_argument("--repeat", type=_repeat, default=3, help="timed runs per side and size (3)")
-    parser.add_argument(
-        "--command-timeout", type=float, default=30.0, help="seconds one virsh process may take (30)"
-    )
-    parser.add_argument(
-        "--budget", type=float, default=1800.0, help="seconds the whole benchmark may take (1800)"
-    )
+    parser.add_argument("--command-timeout", type=float, default=30.0, help="seconds one virsh process may take (30)")
+    parser.add_argument("--budget", type=float, default=1800.0, help="seconds the whole benchmark may take (1800)")
     return parser.parse_args(argv)
 
 
