@@ -46,26 +46,11 @@ def caps_of(sched: dict[str, Any] | None) -> dict[str, float]:
 
 
 def current_caps(domain_id: int) -> dict[str, float] | None:
-    """Return a guest's live caps: from its last applied or rolled-back change if newer than its last sync.
-
-    The apply engine records what it read back from libvirt in the audit event's ``after`` and the next
-    inventory sync copies it to the guest; between the two the event is the fresher source.
-    """
-    domain = Domain.objects.filter(pk=domain_id).values("tuning_live", "synced_at").first()
+    """Return a guest's live caps as the inventory holds them (the apply engine updates it on every change)."""
+    domain = Domain.objects.filter(pk=domain_id).values("tuning_live").first()
     if domain is None:
         return None
-    sched = (domain["tuning_live"] or {}).get("sched")
-    event = (
-        AuditEvent.objects.filter(domain_id=domain_id, action__in=MARKER_ACTIONS)
-        .order_by("-created_at", "-id")
-        .values("after", "created_at")
-        .first()
-    )
-    if event is not None and (domain["synced_at"] is None or event["created_at"] > domain["synced_at"]):
-        live_after = (event["after"] or {}).get("live") if isinstance(event["after"], dict) else None
-        if isinstance(live_after, dict) and isinstance(live_after.get("sched"), dict):
-            sched = live_after["sched"]
-    return caps_of(sched)
+    return caps_of((domain["tuning_live"] or {}).get("sched"))
 
 
 def _markers(events: Any) -> list[dict[str, Any]]:

@@ -211,13 +211,9 @@ def test_a_live_marker_from_the_apply_engine_brings_the_caps_it_left_behind(
         communicator, connected, _ = await connect(f"/ws/guests/{guest.pk}/", ORIGIN, cookie)
         assert connected
         await communicator.receive_json_from(timeout=10)
-        # The apply engine records what it read back, then announces after its commit (short kind form).
-        await sync_to_async(AuditEvent.objects.create)(
-            action=AuditEvent.Action.CHANGE_APPLIED,
-            domain=guest,
-            object_repr=guest.name,
-            after={"live": {"sched": {"vcpu_period": 100000, "vcpu_quota": 50000}}},
-        )
+        # The apply engine writes what it read back to the inventory, then announces after its commit.
+        live_tuning = {**(guest.tuning_live or {}), "sched": {"vcpu_period": 100000, "vcpu_quota": 50000}}
+        await sync_to_async(Domain.objects.filter(pk=guest.pk).update)(tuning_live=live_tuning)
         await sync_to_async(live.announce_marker)(guest.pk, "applied", "CR-1 applied", time.time())
         received = [await communicator.receive_json_from(timeout=10) for _ in range(2)]
         await communicator.disconnect()
