@@ -71,7 +71,9 @@
         ctx.setLineDash([]);
         ctx.fillStyle = cap.color;
         ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
-        ctx.fillText(cap.label, u.bbox.left + 4 * devicePixelRatio, y - 4 * devicePixelRatio);
+        ctx.textAlign = "left";  // uPlot leaves the axes' alignment on the context
+        ctx.textBaseline = "bottom";
+        ctx.fillText(cap.label, u.bbox.left + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
       });
       ctx.restore();
     };
