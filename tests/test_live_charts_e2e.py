@@ -202,13 +202,20 @@ def test_the_burners_chart_shows_100_percent_then_20_after_an_approved_cap_with_
 
             # The marker: pushed live by the apply engine, and in any case part of the chart's history, which a
             # reload must bring back at once together with the 100 % and the 20 % stretches.
+            shown_before_reload = int(page.get_attribute("[data-live-root]", "data-rendered") or 0)
+            assert shown_before_reload >= 3
             page.reload()
             wait_for(lambda: latest().get("vcpu"), 10, 0.25, "the chart to fill from history after a reload")
             markers = json.loads(page.get_attribute("[data-latest]", "data-markers") or "[]")
             assert any(m["kind"] == "change.applied" for m in markers), markers
             caps = json.loads(page.get_attribute("[data-latest]", "data-caps") or "{}")
             assert caps.get("vcpu") == 20.0
-            assert int(page.get_attribute("[data-live-root]", "data-rendered") or 0) >= 10
+            wait_for(
+                lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) >= shown_before_reload,
+                10,
+                0.25,
+                "the reloaded chart to show at least the frames it showed before",
+            )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.wait_for_timeout(1500)
             page.locator("[data-live-root]").screenshot(path=str(ARTIFACTS / "live-chart.png"))
