@@ -213,17 +213,18 @@ def start_change_request(cr_id: int) -> list[int]:
         )
     _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     targets = list(cr.targets.select_related("host", "domain"))
-    services.sync_hosts(sorted({t.host_id for t in targets}))  # re-plan from what the hosts say now
+    host_ids = sorted({t.host_id for t in targets})
+    services.sync_hosts(host_ids)  # re-plan from what the hosts say now
+    current = {(d.host_id, d.uuid): d for d in Domain.objects.filter(host_id__in=host_ids).select_related("host")}
     unavailable: dict[int, str] = {}
     live_targets = []
     for t in targets:
-        domain = Domain.objects.filter(host_id=t.host_id, uuid=t.domain_uuid).select_related("host").first()
+        domain = current.get((t.host_id, t.domain_uuid))
         if domain is None:
             unavailable[t.pk] = f"{t.domain_name} no longer exists on {t.host.name}; it was not changed."
         elif domain.is_stale:
-            unavailable[t.pk] = (
-                f"{t.host.name} cannot be reached ({t.host.last_error or 'down'}); {t.domain_name} was not changed."
-            )
+            reason = domain.host.last_error or "it is down"
+            unavailable[t.pk] = f"{t.host.name} cannot be reached ({reason}); {t.domain_name} was not changed."
         else:
             live_targets.append((t, domain))
     spec = validate_profile(cr.profile_revision.content)
@@ -257,8 +258,8 @@ def start_change_request(cr_id: int) -> list[int]:
                 object_repr=target.domain_name,
                 message=message,
             )
-        host_ids = {t.host_id for t in targets if t.pk not in unavailable}
-        jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.APPLY) for h in host_ids]
+        reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
+        jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.APPLY) for h in reachable]
     if not jobs:
         finish_change_request(cr.pk)
     return [job.pk for job in jobs]
