@@ -14,7 +14,6 @@ change request page shows progress guest by guest.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -24,9 +23,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from hosts import live
 from hosts.change_requests import HostBusy, claim_job, finish_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
-from hosts.libvirt_client import GuestSnapshot, HostSession, VirtError
+from hosts.libvirt_client import IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
 from hosts.planning import SCOPE_PARTS
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 # A running job renews its lease after every guest; one that stops renewing for this long is reclaimed.
 JOB_LEASE_SECONDS = 60
-# Guests of one host whose libvirt calls are in flight at once.
-IN_FLIGHT_PER_HOST = 4
+# Guests of one host whose libvirt calls are in flight at once (see libvirt_client).
+IN_FLIGHT_PER_HOST = IN_FLIGHT_PER_CONNECTION
 
 
 class VerifyError(Exception):
@@ -206,18 +206,12 @@ def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
     Domain.objects.filter(host_id=target.host_id, uuid=target.domain_uuid).update(**fields)
 
 
-def _announce(target: ChangeTarget, kind: str) -> None:
-    """Tell live charts a change took effect (after commit; without the live module there is no one to tell)."""
-    try:
-        live = importlib.import_module("hosts.live")
-    except ImportError:
-        return
-    announce = getattr(live, "announce_marker", None)
-    if announce is not None and target.domain_id is not None:
-        label = f"CR-{target.change_request_id} {kind.replace('_', ' ')}"
-        ts = timezone.now().timestamp()
-        domain_id = target.domain_id
-        transaction.on_commit(lambda: announce(domain_id, kind, label, ts))
+def _marker(target: ChangeTarget, kind: str) -> tuple[int, int | None, str, str, float] | None:
+    """A chart marker for a guest whose change took effect (announced once the job is done)."""
+    if target.domain_id is None:
+        return None
+    label = f"CR-{target.change_request_id} {kind.replace('_', ' ')}"
+    return (target.domain_id, target.host_id, kind, label, timezone.now().timestamp())
 
 
 def _fail(target: ChangeTarget, job: ApplyJob, message: str) -> None:
@@ -226,7 +220,13 @@ def _fail(target: ChangeTarget, job: ApplyJob, message: str) -> None:
         _event(target, AuditEvent.Action.CHANGE_FAILED, message)
 
 
-def _apply_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]) -> None:
+Marker = tuple[int, int | None, str, str, float]
+
+
+def _apply_job(
+    job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]
+) -> list[Marker]:
+    markers: list[Marker] = []
     todo = [t for t in targets if t.status in (ChangeTarget.Status.PLANNED, ChangeTarget.Status.APPLYING)]
     fresh = [t for t in todo if t.before is None]
     snapshots = dict(_in_parallel(lambda t: _snapshot(session, t, scopes), fresh))
@@ -251,7 +251,8 @@ def _apply_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget],
                 _save(target, job, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
                 _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
                 _refresh_inventory(target, outcome.snapshot)
-                _announce(target, "applied")
+                if (mark := _marker(target, "applied")) is not None:
+                    markers.append(mark)
                 continue
             status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
             message = f"Applying failed: {outcome.error}. " + (
@@ -268,9 +269,13 @@ def _apply_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget],
                 finished_at=timezone.now(),
             )
             _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
+    return markers
 
 
-def _rollback_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]) -> None:
+def _rollback_job(
+    job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]
+) -> list[Marker]:
+    markers: list[Marker] = []
     todo = [
         t for t in targets if t.status in (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED) and t.before
     ]
@@ -281,10 +286,12 @@ def _rollback_job(job: ApplyJob, session: HostSession, targets: list[ChangeTarge
                 _save(target, job, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
                 _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
                 _refresh_inventory(target, outcome.snapshot)
-                _announce(target, "rolled_back")
+                if (mark := _marker(target, "rolled_back")) is not None:
+                    markers.append(mark)
             else:
                 _save(target, job, restore_error=f"Rollback failed: {outcome.error}")
                 _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}")
+    return markers
 
 
 def run_job(job_id: int) -> str:
@@ -316,13 +323,13 @@ def run_job(job_id: int) -> str:
                     _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable)
             elif job.kind == ApplyJob.Kind.ROLLBACK and target.before:
                 _save(target, job, restore_error=f"Rollback failed: {unreachable}")
+    markers: list[Marker] = []
     if session is not None:
-        if job.kind == ApplyJob.Kind.APPLY:
-            _apply_job(job, session, targets, scopes)
-        else:
-            _rollback_job(job, session, targets, scopes)
+        run = _apply_job if job.kind == ApplyJob.Kind.APPLY else _rollback_job
+        markers = run(job, session, targets, scopes)
     ApplyJob.objects.filter(pk=job.pk).update(status=ApplyJob.Status.DONE, finished_at=timezone.now())
     finish_change_request(cr.pk)
+    live.announce_markers(markers)  # every change above is committed: charts may reload their caps
     return "done"
 
 

@@ -16,6 +16,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET  # for the Element type only; parsing goes through defusedxml
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -114,6 +115,8 @@ def translate_error(exc: libvirt.libvirtError, uri: str = "") -> VirtError:
 
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
+# Calls kept in flight at once on one connection; libvirtd's max_client_requests defaults to 5.
+IN_FLIGHT_PER_CONNECTION = 4
 _event_loop_pid: int | None = None
 
 
@@ -457,14 +460,20 @@ def fetch_inventory(uri: str) -> Inventory:
             cells=topology.cells,
         )
         records = rt.call(conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0)
-        domains: list[DomainFacts] = []
-        for dom, stats in records:
+
+        def read(record: tuple[libvirt.virDomain, dict[str, Any]]) -> DomainFacts | None:
+            dom, stats = record
             try:
-                domains.append(_domain_facts(rt, dom, int(stats.get("state.state", 0)), online))
+                return _domain_facts(rt, dom, int(stats.get("state.state", 0)), online)
             except PermanentVirtError as exc:
                 if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
                 log.info("guest %s vanished during sync of %s", dom.name(), uri)
+                return None
+
+        # A few guests' reads in flight at once on the one connection (libvirtd's default allows 5 per client).
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT_PER_CONNECTION) as pool:
+            domains = [facts for facts in pool.map(read, records) if facts is not None]
     except TransientVirtError:
         disconnect(uri)
         raise

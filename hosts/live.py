@@ -117,24 +117,40 @@ def marker(kind: str, label: str, ts: datetime | float) -> dict[str, Any]:
     return {"kind": kind[:40], "label": str(label)[:200], "t": round(when, 3)}
 
 
-def announce_marker(domain_id: int, kind: str, label: str, ts: datetime | float) -> None:
-    """Draw a marker on a guest's chart (and its host's) now, for everyone watching.
+def announce_markers(markers: Iterable[tuple[int, int | None, str, str, datetime | float]]) -> None:
+    """Draw markers on guests' charts (and their hosts') now, for everyone watching, in one go.
 
-    Call it after the transaction that recorded the change has committed (``transaction.on_commit``), so
-    a chart that reloads its caps on the marker reads the new ones. ``kind`` is the audit action, e.g.
-    ``"change.applied"`` or ``"change.rolled_back"``. A channel layer that is down loses only the live
-    marker; the chart shows it from the audit log on its next load.
+    Each marker is ``(domain_id, host_id, kind, label, ts)``. Call this after the transactions that
+    recorded the changes have committed, so a chart that reloads its caps on a marker reads the new ones.
+    ``kind`` is the audit action, e.g. ``"change.applied"`` or ``"change.rolled_back"``. A channel layer that
+    is down loses only the live markers; charts show them from the audit log on their next load.
     """
-    from hosts.models import Domain
-
     layer = get_channel_layer()
     if layer is None:
         return
-    host_id = Domain.objects.filter(pk=domain_id).values_list("host_id", flat=True).first()
-    message = {"type": "live.marker", "domain_id": int(domain_id), "marker": marker(kind, label, ts)}
-    try:
-        async_to_sync(layer.group_send)(guest_group(domain_id), message)
+    sends: list[tuple[str, dict[str, Any]]] = []
+    for domain_id, host_id, kind, label, ts in markers:
+        message = {"type": "live.marker", "domain_id": int(domain_id), "marker": marker(kind, label, ts)}
+        sends.append((guest_group(domain_id), message))
         if host_id is not None:
-            async_to_sync(layer.group_send)(host_group(host_id), message)
-    except Exception as exc:  # the change itself has succeeded; a lost live marker must not fail it
-        log.warning("could not announce a marker for guest %s: %s", domain_id, exc)
+            sends.append((host_group(host_id), message))
+    if not sends:
+        return
+
+    async def send_all() -> list[Any]:
+        return await asyncio.gather(*(layer.group_send(g, m) for g, m in sends), return_exceptions=True)
+
+    try:
+        failures = [r for r in async_to_sync(send_all)() if isinstance(r, BaseException)]
+    except Exception as exc:  # the changes themselves have succeeded; lost live markers must not fail them
+        failures = [exc]
+    if failures:
+        log.warning("could not announce %d of %d chart markers: %s", len(failures), len(sends), failures[0])
+
+
+def announce_marker(domain_id: int, kind: str, label: str, ts: datetime | float) -> None:
+    """Draw one marker on a guest's chart and its host's (see announce_markers)."""
+    from hosts.models import Domain
+
+    host_id = Domain.objects.filter(pk=domain_id).values_list("host_id", flat=True).first()
+    announce_markers([(domain_id, host_id, kind, label, ts)])
