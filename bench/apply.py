@@ -30,13 +30,9 @@ import argparse
 import contextlib
 import os
 import re
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,10 +40,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FLEET_STATE_DIR = REPO_ROOT / "var" / "fleet-isoapb"
+from common import (
+    REPO_ROOT,
+    BenchError,
+    Deadline,
+    add_repeat_argument,
+    bench_env,
+    bench_fleet,
+    median_run,
+    remove_fleet,
+    run_in_sandbox,
+    sizes_type,
+    start_redis,
+    stop_process,
+    trim_guests,
+    virsh,
+    wait_for,
+)
+
 FLEET_PREFIX = "isoapb"
 FLEET_BASE_PORT = 16761
 HOSTS = 3
@@ -57,9 +69,7 @@ WORKER_CONCURRENCY = 3
 VIRSH_RATIO_TARGET = 10.0  # isoweb at least this many times faster than the virsh commands
 FLOOR_RATIO_TARGET = 2.0  # isoweb at most this many times the floor
 MAX_GUESTS = 90  # 64 MiB each; more than this is not what the issue asks for
-MAX_REPEAT = 10
 POLL_SECONDS = 0.02
-REDIS_ARGS = ("redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 WORKER_ARGS = ("-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip")
 
 
@@ -92,10 +102,6 @@ SCOPE_ARGS = {"live": ("--live",), "both": ("--live", "--config")}
 TERMINAL = ("applied", "partially_applied", "failed", "rejected", "rolled_back")
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it set out to (a command failed, a check did not hold)."""
-
-
 @dataclass(frozen=True)
 class Guest:
     name: str
@@ -121,9 +127,6 @@ class IsowebRun:
 class SimpleRun:
     seconds: float
     calls: int  # virsh processes, or libvirt calls made by the script
-
-
-R = TypeVar("R", IsowebRun, SimpleRun)
 
 
 @dataclass(frozen=True)
@@ -161,32 +164,15 @@ class State:
 # --- arguments and setup ------------------------------------------------------------------------------
 
 
-def _sizes(text: str, *, allow_empty: bool = False) -> list[int]:
-    try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
-    if not sizes and allow_empty:
-        return []
-    if not sizes or sizes[0] < HOSTS or sizes[-1] > MAX_GUESTS or any(s % HOSTS for s in sizes):
-        raise argparse.ArgumentTypeError(f"sizes must be multiples of {HOSTS} between {HOSTS} and {MAX_GUESTS}")
-    return sizes
-
-
-def _repeat(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_REPEAT:
-        raise argparse.ArgumentTypeError(f"repeat must be between 1 and {MAX_REPEAT}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=_sizes, default=[9, 30, 60], help="guest counts over 3 hosts (9,30,60)")
-    parser.add_argument("--repeat", type=_repeat, default=3, help="timed runs per side and size (3)")
+    parser.add_argument(
+        "--sizes", type=sizes_type(MAX_GUESTS, HOSTS), default=[9, 30, 60], help="guest counts over 3 hosts (9,30,60)"
+    )
+    add_repeat_argument(parser)
     parser.add_argument(
         "--both-sizes",
-        type=lambda text: _sizes(text, allow_empty=True),
+        type=sizes_type(MAX_GUESTS, HOSTS, allow_empty=True),
         default=[9],
         help="sizes also measured with scope 'both' (live and config); '' for none (9)",
     )
@@ -199,91 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def bench_env(var_dir: Path) -> dict[str, str]:
-    return {
-        "DJANGO_SETTINGS_MODULE": "isoweb.settings",
-        "ISOWEB_VAR_DIR": str(var_dir),
-        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
-        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-    }
-
-
-def setup_django(var_dir: Path) -> None:
-    """Point isoweb at a throwaway var directory, SQLite database and Redis, then start Django and migrate."""
-    os.environ.update(bench_env(var_dir))
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-
-
-class Deadline:
-    """The time budget of the whole run, checked between measurements."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def check(self, what: str) -> None:
-        if time.monotonic() > self.end:
-            raise BenchError(f"time budget exhausted before {what}")
-
-
-def _port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)
-    raise BenchError(f"{what} did not come up within {timeout:g} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    """Stop a process this benchmark started (in its own session) and its children, by its id."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def start_redis(workdir: Path) -> subprocess.Popen[bytes]:
-    if _port_answers(REDIS_PORT):
-        raise BenchError(f"something already listens on port {REDIS_PORT}; the benchmark needs its own Redis")
-    workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [*REDIS_ARGS, "--port", str(REDIS_PORT), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_for(lambda: proc.poll() is not None or _port_answers(REDIS_PORT), 10, "redis-server")
-    except BenchError:
-        stop_process(proc)
-        raise
-    if proc.poll() is not None:
-        raise BenchError("redis-server exited at start")
-    return proc
-
-
 def start_worker(var_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **bench_env(var_dir)}
+    env = {**os.environ, **bench_env(var_dir, REDIS_PORT)}
     hostname = f"isoapb-{os.getpid()}@localhost"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -300,7 +203,7 @@ def start_worker(var_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
         return proc.poll() is not None or bool(app.control.ping(destination=[hostname], timeout=0.5))
 
     try:
-        _wait_for(ready, 60, "the Celery worker")
+        wait_for(ready, 60, "the Celery worker")
     except BenchError:
         stop_process(proc)
         raise
@@ -314,31 +217,6 @@ def _tail(path: Path, chars: int = 3000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
-
-
-def fleet_of(per_host: int) -> Any:
-    from hosts.fleet import Fleet
-
-    return Fleet(
-        prefix=FLEET_PREFIX,
-        hosts=HOSTS,
-        base_port=FLEET_BASE_PORT,
-        state_dir=FLEET_STATE_DIR,
-        guests=(),
-        burner_on=(),
-        extra_guests=per_host,
-    )
-
-
-def trim_guests(fleet: Any, keep: bool = True) -> None:
-    """Remove this fleet's guests that are not wanted (left over from an earlier, larger, aborted run)."""
-    from hosts import libvirt_client
-
-    for member in fleet.members:
-        wanted = set(member.guest_names) if keep else set()
-        for name in libvirt_client.list_domain_names(member.uri):
-            if name.startswith(f"{FLEET_PREFIX}{member.index + 1}-") and name not in wanted:
-                libvirt_client.destroy_and_undefine(member.uri, name)
 
 
 def sync_all(state: State) -> None:
@@ -465,19 +343,6 @@ def isoweb_apply(state: State, scope: str, timeout: float) -> IsowebRun:
 
 
 # --- virsh --------------------------------------------------------------------------------------------
-
-
-def virsh(uri: str, args: tuple[str, ...], timeout: float) -> str:
-    """Run one virsh command as its own process, as a shell script would, and return its output."""
-    try:
-        result = subprocess.run(
-            ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"virsh {' '.join(args)} took more than {timeout:g} s") from exc
-    if result.returncode != 0:
-        raise BenchError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def _virsh_emulator_cpus(output: str) -> str:
@@ -704,12 +569,6 @@ def print_profile(profiler: Profiler, total: float, guests: int) -> None:
 # --- measuring and reporting --------------------------------------------------------------------------
 
 
-def _median_run(runs: list[R]) -> R:
-    """Return the run with the median time (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda run: run.seconds)
-    return ordered[(len(ordered) - 1) // 2]
-
-
 def measure(state: State, floor: Floor, scope: str, args: argparse.Namespace, deadline: Deadline) -> Row:
     """Warm up, then run isoweb, virsh and the floor in turn ``repeat`` times; keep each side's median."""
     size = len(state.guests)
@@ -727,9 +586,9 @@ def measure(state: State, floor: Floor, scope: str, args: argparse.Namespace, de
     row = Row(
         size=size,
         scope=scope,
-        isoweb=_median_run(isoweb_runs),
-        virsh=_median_run(virsh_runs),
-        floor=_median_run(floor_runs),
+        isoweb=median_run(isoweb_runs),
+        virsh=median_run(virsh_runs),
+        floor=median_run(floor_runs),
     )
     spread = ", ".join(f"{run.seconds:.3f}" for run in isoweb_runs)
     print(
@@ -802,20 +661,18 @@ def print_verdict(rows: list[Row]) -> None:
 
 def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
     """Start Redis, the worker and the fleet; grow the fleet through ``args.sizes``, appending one row each."""
-    from hosts import libvirt_client
-
     deadline = Deadline(args.budget)
-    largest = fleet_of(max(args.sizes) // HOSTS)
+    largest = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, HOSTS, max(args.sizes) // HOSTS)
     redis = worker = None
     floor: Floor | None = None
     log_path = var_dir / "celery-worker.log"
     try:
-        redis = start_redis(var_dir / "redis")
+        redis = start_redis(REDIS_PORT, var_dir / "redis")
         worker = start_worker(var_dir, log_path)
         state: State | None = None
         for size in args.sizes:
             deadline.check(f"starting {size} guests")
-            fleet = fleet_of(size // HOSTS)
+            fleet = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, HOSTS, size // HOSTS)
             started = time.perf_counter()
             fleet.up()
             trim_guests(fleet)
@@ -843,33 +700,13 @@ def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
             floor.close()
         stop_process(worker)
         stop_process(redis)
-        try:
-            if largest.members[0].is_running():
-                trim_guests(largest, keep=False)
-        except libvirt_client.VirtError as exc:
-            print(f"warning: could not remove every bench guest: {exc.message}", file=sys.stderr)
-        largest.down()
+        remove_fleet(largest)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    var_dir = Path(tempfile.mkdtemp(prefix="isoweb-bench-apply-"))
     rows: list[Row] = []
-    try:
-        setup_django(var_dir)
-        from hosts.fleet import FleetError
-        from hosts.libvirt_client import VirtError
-
-        try:
-            run(args, var_dir, rows)
-        except (BenchError, FleetError) as exc:
-            error = str(exc)
-        except VirtError as exc:
-            error = exc.message
-        else:
-            error = ""
-    finally:
-        shutil.rmtree(var_dir, ignore_errors=True)
+    error = run_in_sandbox("isoweb-bench-apply-", lambda var_dir: run(args, var_dir, rows), REDIS_PORT)
     print()
     print_table(rows, args.repeat)
     print()

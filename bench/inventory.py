@@ -13,25 +13,29 @@ Each side is run ``--repeat`` times per N after an untimed warm-up and the media
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FLEET_STATE_DIR = REPO_ROOT / "var" / "fleet-isobench"
+from common import (
+    BenchError,
+    Deadline,
+    add_repeat_argument,
+    bench_fleet,
+    median_run,
+    remove_fleet,
+    run_in_sandbox,
+    sizes_type,
+    trim_guests,
+    virsh,
+)
+
 FLEET_PREFIX = "isobench"
 FLEET_BASE_PORT = 16741
 
 TARGET_SIZE = 50
 TARGET_RATIO = 10.0
 MAX_GUESTS = 100  # 64 MiB each; more than this is not what the issue asks for
-MAX_REPEAT = 10
 
 # Per host, once: what the script needs before looping over guests.
 VIRSH_HOST_COMMANDS: tuple[tuple[str, ...], ...] = (
@@ -55,10 +59,6 @@ VIRSH_GUEST_COMMANDS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it set out to (a command failed, a guest count is off)."""
-
-
 @dataclass(frozen=True)
 class IsowebRun:
     seconds: float  # wall clock of sync_host: libvirt reads and database write
@@ -74,9 +74,6 @@ class VirshRun:
     guests: int
 
 
-R = TypeVar("R", IsowebRun, VirshRun)
-
-
 @dataclass(frozen=True)
 class Row:
     size: int
@@ -88,68 +85,13 @@ class Row:
         return self.virsh.seconds / self.isoweb.seconds if self.isoweb.seconds > 0 else float("inf")
 
 
-def _positive_ints(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
-    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_GUESTS:
-        raise argparse.ArgumentTypeError(f"sizes must be between 1 and {MAX_GUESTS}")
-    return sizes
-
-
-def _repeat(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= MAX_REPEAT:
-        raise argparse.ArgumentTypeError(f"repeat must be between 1 and {MAX_REPEAT}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=_positive_ints, default=[5, 20, 50], help="guest counts (5,20,50)")
-    parser.add_argument("--repeat", type=_repeat, default=3, help="timed runs per side and size (3)")
+    parser.add_argument("--sizes", type=sizes_type(MAX_GUESTS), default=[5, 20, 50], help="guest counts (5,20,50)")
+    add_repeat_argument(parser)
     parser.add_argument("--command-timeout", type=float, default=30.0, help="seconds one virsh process may take (30)")
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds the whole benchmark may take (1800)")
     return parser.parse_args(argv)
-
-
-def setup_django(var_dir: Path) -> None:
-    """Point isoweb at a throwaway var directory and SQLite database, then start Django and migrate."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "isoweb.settings"
-    os.environ["ISOWEB_VAR_DIR"] = str(var_dir)
-    os.environ["DATABASE_URL"] = f"sqlite:///{var_dir / 'bench.sqlite3'}"
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-
-
-class Deadline:
-    """The time budget of the whole run, checked between measurements."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def check(self, what: str) -> None:
-        if time.monotonic() > self.end:
-            raise BenchError(f"time budget exhausted before {what}")
-
-
-def virsh(uri: str, args: tuple[str, ...], timeout: float) -> str:
-    """Run one virsh command as its own process, as a shell script would, and return its output."""
-    try:
-        result = subprocess.run(
-            ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"virsh {' '.join(args)} took more than {timeout:g} s") from exc
-    if result.returncode != 0:
-        raise BenchError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout
 
 
 def virsh_script(uri: str, timeout: float) -> VirshRun:
@@ -186,21 +128,6 @@ def isoweb_sync(host_id: int) -> IsowebRun:
     )
 
 
-def _median_run(runs: list[R]) -> R:
-    """Return the run with the median time (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda run: run.seconds)
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def trim_guests(uri: str, keep: set[str]) -> None:
-    """Remove this fleet's guests that are not wanted (left over from an earlier, larger, aborted run)."""
-    from hosts import libvirt_client
-
-    for name in libvirt_client.list_domain_names(uri):
-        if name.startswith(f"{FLEET_PREFIX}1-") and name not in keep:
-            libvirt_client.destroy_and_undefine(uri, name)
-
-
 def measure(size: int, host_id: int, uri: str, args: argparse.Namespace, deadline: Deadline) -> Row:
     """Warm up, then alternate isoweb syncs and virsh scripts ``repeat`` times; keep each side's median."""
     warm = isoweb_sync(host_id)  # first getCapabilities after a daemon start is slow; rows get created
@@ -216,7 +143,7 @@ def measure(size: int, host_id: int, uri: str, args: argparse.Namespace, deadlin
     for run in virsh_runs:
         if run.guests != size:
             raise BenchError(f"virsh listed {run.guests} guests, expected {size}")
-    return Row(size=size, isoweb=_median_run(isoweb_runs), virsh=_median_run(virsh_runs))
+    return Row(size=size, isoweb=median_run(isoweb_runs), virsh=median_run(virsh_runs))
 
 
 def print_table(rows: list[Row], repeat: int) -> None:
@@ -251,64 +178,31 @@ def print_verdict(rows: list[Row]) -> None:
 
 def run(args: argparse.Namespace, rows: list[Row]) -> None:
     """Grow the bench fleet through ``args.sizes``, appending one measured row per size to ``rows``."""
-    from hosts import libvirt_client, services
-    from hosts.fleet import Fleet
+    from hosts import services
 
     deadline = Deadline(args.budget)
-
-    def fleet_of(size: int) -> Fleet:
-        return Fleet(
-            prefix=FLEET_PREFIX,
-            hosts=1,
-            base_port=FLEET_BASE_PORT,
-            state_dir=FLEET_STATE_DIR,
-            guests=(),
-            burner_on=(),
-            extra_guests=size,
-        )
-
-    largest = fleet_of(max(args.sizes))
+    largest = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, 1, max(args.sizes))
     uri = largest.members[0].uri
     try:
         host_id: int | None = None
         for size in args.sizes:
             deadline.check(f"starting {size} guests")
-            fleet = fleet_of(size)
+            fleet = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, 1, size)
             started = time.perf_counter()
             fleet.up()
-            trim_guests(uri, set(fleet.members[0].guest_names))
+            trim_guests(fleet)
             print(f"fleet: {size} guests running on {uri} ({time.perf_counter() - started:.1f} s to start)")
             if host_id is None:
                 host_id = services.create_host(name=f"{FLEET_PREFIX}-host1", uri=uri, actor=None).pk
             rows.append(measure(size, host_id, uri, args, deadline))
     finally:
-        if largest.members[0].is_running():
-            try:
-                trim_guests(uri, set())
-            except libvirt_client.VirtError as exc:
-                print(f"warning: could not remove every bench guest: {exc.message}", file=sys.stderr)
-        largest.down()
+        remove_fleet(largest)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    var_dir = Path(tempfile.mkdtemp(prefix="isoweb-bench-"))
     rows: list[Row] = []
-    try:
-        setup_django(var_dir)
-        from hosts.fleet import FleetError
-        from hosts.libvirt_client import VirtError
-
-        try:
-            run(args, rows)
-        except (BenchError, FleetError) as exc:
-            error = str(exc)
-        except VirtError as exc:
-            error = exc.message
-        else:
-            error = ""
-    finally:
-        shutil.rmtree(var_dir, ignore_errors=True)
+    error = run_in_sandbox("isoweb-bench-", lambda _var_dir: run(args, rows))
     print()
     print_table(rows, args.repeat)
     if error:

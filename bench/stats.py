@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +31,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common import (
+    REPO_ROOT,
+    Deadline,
+    bench_env,
+    bench_fleet,
+    port_answers,
+    setup_django,
+    start_redis,
+    stop_process,
+    wait_for,
+)
+
 FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
 REDIS_PORT = 6397
 MAX_GUESTS_PER_HOST, MAX_TICKS = 100, 120
@@ -134,28 +143,6 @@ def client_main(args: argparse.Namespace) -> int:
 # --- the benchmark ---------------------------------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -169,25 +156,16 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: float) -> dict[str, Any]:
+def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: Deadline) -> dict[str, Any]:
     """Run one scenario: bring the fleet to size, register it, then measure collector, floor and per-guest."""
     from django.test import Client
 
     from hosts import libvirt_client, live, services
     from hosts.collector import HostCollector
-    from hosts.fleet import Fleet
     from hosts.models import Domain, Host
     from hosts.roles import VIEWER, ensure_role_groups
 
-    fleet = Fleet(
-        prefix=FLEET_PREFIX,
-        hosts=hosts,
-        base_port=FLEET_BASE_PORT,
-        state_dir=REPO_ROOT / "var" / "fleet-isostat",
-        guests=(),
-        burner_on=(),
-        extra_guests=guests,
-    )
+    fleet = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, hosts, guests)
     fleet.up()
     registered = []
     for member in fleet.members:
@@ -223,7 +201,7 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
     client = None
     publisher = live.Publisher()
     try:
-        _wait_port(port, 30)
+        wait_for(lambda: port_answers(port), 30, "Daphne")
         seconds = ticks + 8
         client_args = ["--client", "--port", str(port), "--cookie", cookie, "--paths", ",".join(paths)]
         client = subprocess.Popen(
@@ -236,8 +214,7 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         collectors = [HostCollector(host_id=h.pk, uri=h.uri, publisher=publisher) for h in registered]
         cpu, samples, libvirt_ms = 0.0, 0, []
         for n in range(ticks + 2):
-            if time.monotonic() > deadline:
-                raise RuntimeError("time budget exhausted")
+            deadline.check(f"tick {n + 1} of {hosts} host(s) x {guests} guests")
             started = time.monotonic()
             p0 = time.process_time()
             results = [c.tick(1.0) for c in collectors]
@@ -264,8 +241,8 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         libvirt_ms = floor_ms
     finally:
         publisher.close()
-        _stop(client)
-        _stop(daphne)
+        stop_process(client)
+        stop_process(daphne)
     return {
         "scenario": f"{hosts} host(s) x {guests} guests",
         "guest_samples": samples,
@@ -326,30 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.client:
         return client_main(args)
-    deadline = time.monotonic() + args.budget
+    deadline = Deadline(args.budget)
     var_dir = Path(tempfile.mkdtemp(prefix="isoweb-bench-stats-"))
-    env = {
-        "DJANGO_SETTINGS_MODULE": "isoweb.settings",
-        "ISOWEB_VAR_DIR": str(var_dir),
-        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
-        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    sys.path.insert(0, str(REPO_ROOT))
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=var_dir,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    env = {**bench_env(var_dir, REDIS_PORT), "LOG_LEVEL": "WARNING"}
+    redis = start_redis(REDIS_PORT, var_dir / "redis")
     try:
-        _wait_port(REDIS_PORT, 10)
-        import django
-        from django.core.management import call_command
-
-        django.setup()
-        call_command("migrate", verbosity=0)
+        setup_django(env)
         rows = []
         for hosts, guests in args.sizes:
             rows.append(scenario(hosts, guests, args.ticks, env, deadline))
@@ -357,18 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(r["p95_ms"] < TARGET_P95_MS and r["collector_cpu_ms"] < TARGET_CPU_MS for r in rows) else 1
     finally:
         if not args.keep_fleet and "hosts.fleet" in sys.modules:
-            from hosts.fleet import Fleet
-
-            Fleet(
-                prefix=FLEET_PREFIX,
-                hosts=max(h for h, _ in args.sizes),
-                base_port=FLEET_BASE_PORT,
-                state_dir=REPO_ROOT / "var" / "fleet-isostat",
-                guests=(),
-                burner_on=(),
-                extra_guests=max(g for _, g in args.sizes),
-            ).down()
-        _stop(redis)
+            hosts = max(h for h, _ in args.sizes)
+            bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, hosts, max(g for _, g in args.sizes)).down()
+        stop_process(redis)
 
 
 if __name__ == "__main__":

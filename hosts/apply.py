@@ -26,7 +26,7 @@ from django.utils import timezone
 from hosts import live
 from hosts.change_requests import HostBusy, claim_job, finish_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
-from hosts.libvirt_client import IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
+from hosts.libvirt_client import DOMAIN_STATES, IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
 from hosts.planning import SCOPE_PARTS
 
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 JOB_LEASE_SECONDS = 60
 # Guests of one host whose libvirt calls are in flight at once (see libvirt_client).
 IN_FLIGHT_PER_HOST = IN_FLIGHT_PER_CONNECTION
+
+
+_STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
 
 
 class VerifyError(Exception):
@@ -61,10 +64,9 @@ def verify(desired: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, 
         for vcpu, cpus in (desired.get("vcpupin") or {}).items():
             if not _same_cpus(tuning.vcpupin.get(int(vcpu)), cpus):
                 problems.append(f"{scope} vcpupin {vcpu} is {tuning.vcpupin.get(int(vcpu))}, planned {cpus}")
-            if scope == "live" and not _same_cpus(facts.affinity.get(int(vcpu)), cpus):
-                problems.append(
-                    f"vCPU {vcpu} thread may run on CPUs {facts.affinity.get(int(vcpu))} (kernel), planned {cpus}"
-                )
+            real = (facts.affinity or {}).get(int(vcpu))
+            if scope == "live" and not _same_cpus(real, cpus):
+                problems.append(f"vCPU {vcpu} thread may run on CPUs {real} (kernel), planned {cpus}")
         if desired.get("emulatorpin") and not _same_cpus(tuning.emulatorpin, desired["emulatorpin"]):
             problems.append(f"{scope} emulatorpin is {tuning.emulatorpin}, planned {desired['emulatorpin']}")
         for iothread, cpus in (desired.get("iothreadpin") or {}).items():
@@ -142,7 +144,10 @@ def _apply_one(session: HostSession, target: ChangeTarget, scopes: tuple[str, ..
     uuid = str(target.domain_uuid)
     try:
         session.apply(uuid, target.desired, scopes)
-        after = session.read_guest(uuid, scopes)
+        # The snapshot said the guest runs (or the scope is config only); the threads' affinity can only have
+        # moved if vCPU pins were written.
+        state = _STATE_CODES.get((target.before or {}).get("state", ""))
+        after = session.read_guest(uuid, scopes, state=state, with_affinity="vcpupin" in target.desired)
         problems = verify(target.desired, after, scopes)
         if problems:
             raise VerifyError("; ".join(problems))
@@ -200,6 +205,7 @@ def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
     fields: dict[str, Any] = {"synced_at": timezone.now()}
     if facts.live is not None:
         fields["tuning_live"] = facts.live.as_json()
+    if facts.affinity is not None:
         fields["affinity"] = {str(k): v for k, v in sorted(facts.affinity.items())}
     if facts.config is not None:
         fields["tuning_config"] = facts.config.as_json()

@@ -280,7 +280,7 @@ class DomainFacts:
     iothread_ids: tuple[int, ...]
     live: Tuning | None
     config: Tuning | None
-    affinity: dict[int, str] = field(default_factory=dict)
+    affinity: dict[int, str] | None = field(default_factory=dict)  # None: not read this time
     vcpu_states: dict[int, str] = field(default_factory=dict)
 
 
@@ -397,8 +397,13 @@ def _domain_facts(
     host_cpus: frozenset[int],
     *,
     with_config: bool = True,
+    with_affinity: bool = True,
 ) -> DomainFacts:
-    """Read one guest; ``with_config=False`` skips the persistent config (a live-only change needs none)."""
+    """Read one guest.
+
+    ``with_config=False`` skips the persistent config (a live-only change needs none); ``with_affinity=False``
+    skips the vCPU threads' affinity (``affinity`` is then None), which only a vCPU pin can change.
+    """
     active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
     persistent = True
     config: Tuning | None = None
@@ -413,15 +418,19 @@ def _domain_facts(
                 raise
             persistent = False  # a transient guest has no persistent config
     live: Tuning | None = None
-    affinity: dict[int, str] = {}
+    affinity: dict[int, str] | None = {}
     vcpu_states: dict[int, str] = {}
     if active:
         live_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         live, facts = tuning_from_xml(rt.call(dom.XMLDesc, 0), live_sched, host_cpus)
-        info, cpumaps = rt.call(dom.vcpus)
-        for (number, vstate, _cputime, _cpu), cpumap in zip(info, cpumaps, strict=True):
-            affinity[number] = format_cpulist(cpumap_to_cpus(cpumap))
-            vcpu_states[number] = VCPU_STATES.get(vstate, str(vstate))
+        if with_affinity:
+            info, cpumaps = rt.call(dom.vcpus)
+            affinity = {
+                n: format_cpulist(cpumap_to_cpus(cpumap)) for (n, *_rest), cpumap in zip(info, cpumaps, strict=True)
+            }
+            vcpu_states = {n: VCPU_STATES.get(vstate, str(vstate)) for n, vstate, *_rest in info}
+        else:
+            affinity = None
     return DomainFacts(
         uuid=dom.UUIDString(),
         name=dom.name(),
@@ -501,13 +510,15 @@ class GuestSnapshot:
     config_xml: str | None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "state": self.facts.state,
             "live": self.facts.live.as_json() if self.facts.live else None,
             "config": self.facts.config.as_json() if self.facts.config else None,
-            "affinity": {str(k): v for k, v in sorted(self.facts.affinity.items())},
             "config_xml": self.config_xml,
         }
+        if self.facts.affinity is not None:
+            out["affinity"] = {str(k): v for k, v in sorted(self.facts.affinity.items())}
+        return out
 
 
 def _cpumap(cpulist: str, ncpus: int) -> tuple[bool, ...]:
@@ -555,11 +566,25 @@ class HostSession:
                 self._domains[uuid] = dom
         return dom
 
-    def read_guest(self, uuid: str, scopes: tuple[str, ...] = ("live", "config")) -> GuestSnapshot:
-        """Read what a change in ``scopes`` touches: live tuning and real affinity, config tuning and XML."""
+    def read_guest(
+        self,
+        uuid: str,
+        scopes: tuple[str, ...] = ("live", "config"),
+        *,
+        state: int | None = None,
+        with_affinity: bool = True,
+    ) -> GuestSnapshot:
+        """Read what a change in ``scopes`` touches: live tuning and real affinity, config tuning and XML.
+
+        A caller that knows the guest's state (it read it a moment ago) passes it and saves a round trip;
+        if the guest stopped meanwhile, the live reads fail and say so.
+        """
         dom = self.domain(uuid)
-        state, _reason = self.rt.call(dom.state)
-        facts = _domain_facts(self.rt, dom, state, self.online, with_config="config" in scopes)
+        if state is None:
+            state, _reason = self.rt.call(dom.state)
+        facts = _domain_facts(
+            self.rt, dom, state, self.online, with_config="config" in scopes, with_affinity=with_affinity
+        )
         xml = None
         if "config" in scopes and facts.persistent:
             xml = self.rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)

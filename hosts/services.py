@@ -207,7 +207,7 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
             "iothread_ids": list(facts.iothread_ids),
             "tuning_live": facts.live.as_json() if facts.live else None,
             "tuning_config": facts.config.as_json() if facts.config else None,
-            "affinity": {str(k): v for k, v in sorted(facts.affinity.items())},
+            "affinity": {str(k): v for k, v in sorted((facts.affinity or {}).items())},
             "vcpu_states": {str(k): v for k, v in sorted(facts.vcpu_states.items())},
         }
         row = existing.pop(facts.uuid, None)
