@@ -1,0 +1,254 @@
+"""Provide the setup, process and fleet helpers that every benchmark in this directory uses.
+
+The benchmarks (inventory.py, apply.py, stats.py) each run against their own private fleet, Redis and
+throwaway database, and need the same plumbing to do so: a throwaway Django environment, a time budget,
+processes started in their own session and stopped by pid, a bounded virsh runner, guest trimming and
+argument types. Keeping one copy here means a fix to any of them reaches every benchmark. The scripts are
+run by path, so this directory is on ``sys.path`` and they import it as ``common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from hosts.fleet import Fleet
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_REPEAT = 10
+REDIS_ARGS = ("redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to (a command failed, a check did not hold)."""
+
+
+# --- arguments ----------------------------------------------------------------------------------------
+
+
+def sizes_type(most: int, step: int = 1, *, allow_empty: bool = False) -> Callable[[str], list[int]]:
+    """Return an argparse type for a comma-separated list of guest counts: multiples of ``step`` up to ``most``."""
+
+    def sizes(text: str) -> list[int]:
+        try:
+            values = sorted({int(part) for part in text.split(",") if part.strip()})
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from exc
+        if not values and allow_empty:
+            return []
+        if not values or values[0] < step or values[-1] > most or any(v % step for v in values):
+            if step == 1:
+                raise argparse.ArgumentTypeError(f"sizes must be between 1 and {most}")
+            raise argparse.ArgumentTypeError(f"sizes must be multiples of {step} between {step} and {most}")
+        return values
+
+    return sizes
+
+
+def _repeat(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"repeat must be between 1 and {MAX_REPEAT}")
+    return value
+
+
+def add_repeat_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeat", type=_repeat, default=3, help="timed runs per side and size (3)")
+
+
+# --- the throwaway environment ------------------------------------------------------------------------
+
+
+def bench_env(var_dir: Path, redis_port: int | None = None) -> dict[str, str]:
+    """The environment that points isoweb at a throwaway var directory, SQLite database and (if given) Redis."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "isoweb.settings",
+        "ISOWEB_VAR_DIR": str(var_dir),
+        "DATABASE_URL": f"sqlite:///{var_dir / 'bench.sqlite3'}",
+    }
+    if redis_port is not None:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    return env
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Put ``env`` into this process's environment, then start Django and migrate the throwaway database."""
+    os.environ.update(env)
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def run_in_sandbox(prefix: str, body: Callable[[Path], None], redis_port: int | None = None) -> str:
+    """Run ``body`` in a throwaway var directory with Django set up; return its error message ('' if none).
+
+    The directory is removed afterwards, whatever happened.
+    """
+    var_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        setup_django(bench_env(var_dir, redis_port))
+        from hosts.fleet import FleetError
+        from hosts.libvirt_client import VirtError
+
+        try:
+            body(var_dir)
+        except (BenchError, FleetError) as exc:
+            return str(exc)
+        except VirtError as exc:
+            return exc.message
+        return ""
+    finally:
+        shutil.rmtree(var_dir, ignore_errors=True)
+
+
+class Deadline:
+    """The time budget of the whole run, checked between measurements."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def check(self, what: str) -> None:
+        if time.monotonic() > self.end:
+            raise BenchError(f"time budget exhausted before {what}")
+
+
+# --- processes ----------------------------------------------------------------------------------------
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{what} did not come up within {timeout:g} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a process this benchmark started (in its own session) and its children, by its id."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """Start a private, non-persistent Redis on ``port`` (which must be free) and wait until it answers."""
+    if port_answers(port):
+        raise BenchError(f"something already listens on port {port}; the benchmark needs its own Redis")
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [*REDIS_ARGS, "--port", str(port), "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or port_answers(port), 10, "redis-server")
+    except BenchError:
+        stop_process(proc)
+        raise
+    if proc.poll() is not None:
+        raise BenchError("redis-server exited at start")
+    return proc
+
+
+def virsh(uri: str, args: tuple[str, ...], timeout: float) -> str:
+    """Run one virsh command as its own process, as a shell script would, and return its output."""
+    try:
+        result = subprocess.run(
+            ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"virsh {' '.join(args)} took more than {timeout:g} s") from exc
+    if result.returncode != 0:
+        raise BenchError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+# --- the fleet ----------------------------------------------------------------------------------------
+
+
+def bench_fleet(prefix: str, base_port: int, hosts: int, per_host: int) -> Fleet:
+    """The benchmark's own fleet: ``hosts`` daemons from ``base_port`` up, ``per_host`` tiny guests each."""
+    from hosts.fleet import Fleet
+
+    return Fleet(
+        prefix=prefix,
+        hosts=hosts,
+        base_port=base_port,
+        state_dir=REPO_ROOT / "var" / f"fleet-{prefix}",
+        guests=(),
+        burner_on=(),
+        extra_guests=per_host,
+    )
+
+
+def trim_guests(fleet: Fleet, keep: bool = True) -> None:
+    """Remove this fleet's guests that are not wanted (left over from an earlier, larger, aborted run)."""
+    from hosts import libvirt_client
+
+    for member in fleet.members:
+        wanted = set(member.guest_names) if keep else set()
+        for name in libvirt_client.list_domain_names(member.uri):
+            if name.startswith(f"{fleet.prefix}{member.index + 1}-") and name not in wanted:
+                libvirt_client.destroy_and_undefine(member.uri, name)
+
+
+def remove_fleet(fleet: Fleet) -> None:
+    """Remove every guest of the benchmark's prefix (warning if some stay), then stop the fleet's daemons."""
+    from hosts import libvirt_client
+
+    try:
+        if fleet.members[0].is_running():
+            trim_guests(fleet, keep=False)
+    except libvirt_client.VirtError as exc:
+        print(f"warning: could not remove every bench guest: {exc.message}", file=sys.stderr)
+    fleet.down()
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+
+class Timed(Protocol):
+    @property
+    def seconds(self) -> float: ...
+
+
+R = TypeVar("R", bound=Timed)
+
+
+def median_run(runs: list[R]) -> R:
+    """Return the run with the median time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda run: run.seconds)
+    return ordered[(len(ordered) - 1) // 2]
