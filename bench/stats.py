@@ -10,7 +10,9 @@ a websocket open through a real Daphne, so every frame is stored in history and 
   Baselines in the same run: the floor (the bare bulk ``getAllDomainStats`` call and parsing, nothing else)
   and the per-guest way (one stats call per guest).
 - Latency: from the wall time just before the libvirt call to the websocket frame's arrival in the client
-  process, p50 and p95 over every frame; the floor is the libvirt call's own duration.
+  process, p50 and p95 in steady state (frames sampled after the first ``WARMUP_TICKS`` ticks, while the
+  freshly opened sockets load their history) and over every frame; the floor is the libvirt call's own
+  duration. The target is judged on the steady state; both are printed.
 
 Targets: p95 < 250 ms; collector < 2 ms CPU per guest-sample. Everything is bounded: at most 100 guests
 per host, ``--ticks`` at most 120, a total ``--budget``; the fleet, Redis and Daphne are stopped by pid.
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,8 @@ FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
 REDIS_PORT = 6397
 MAX_GUESTS_PER_HOST, MAX_TICKS = 100, 120
 TARGET_P95_MS, TARGET_CPU_MS = 250.0, 2.0
+# Ticks after which latency counts as steady state: the sockets have opened and loaded their history.
+WARMUP_TICKS = 5
 
 
 # --- a minimal websocket client (the client process; no extra dependency) ------------------------------
@@ -118,7 +123,7 @@ def _ws_messages(sock: socket.socket, buf: bytes, until: float) -> Any:
 
 def client_main(args: argparse.Namespace) -> int:
     """Open every websocket, record each frame's latency for ``--seconds``, print them as JSON."""
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     lock = threading.Lock()
     until = time.time() + args.seconds
 
@@ -129,7 +134,8 @@ def client_main(args: argparse.Namespace) -> int:
                 message = json.loads(text)
                 if message.get("type") == "frame":
                     with lock:
-                        latencies.append((received - message["frame"]["t"]) * 1000)
+                        sampled = message["frame"]["t"]
+                        latencies.append((sampled, (received - sampled) * 1000))
 
     threads = [threading.Thread(target=watch, args=(p,), daemon=True) for p in args.paths.split(",")]
     for thread in threads:
@@ -200,6 +206,7 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
     )
     client = None
     publisher = live.Publisher()
+    ticker: ThreadPoolExecutor | None = None
     try:
         wait_for(lambda: port_answers(port), 30, "Daphne")
         seconds = ticks + 8
@@ -212,18 +219,25 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         )
         time.sleep(3)  # every socket open and marked watched
         collectors = [HostCollector(host_id=h.pk, uri=h.uri, publisher=publisher) for h in registered]
+        ticker = ThreadPoolExecutor(max_workers=len(collectors))
         cpu, samples, libvirt_ms = 0.0, 0, []
+        steady_from = float("inf")
         for n in range(ticks + 2):
+            if n == WARMUP_TICKS:
+                steady_from = time.time()
             deadline.check(f"tick {n + 1} of {hosts} host(s) x {guests} guests")
             started = time.monotonic()
             p0 = time.process_time()
-            results = [c.tick(1.0) for c in collectors]
+            # As the collector does: one thread per host, so hosts are sampled side by side.
+            results = list(ticker.map(lambda c: c.tick(1.0), collectors))
             if n >= 2:  # the first two ticks prime the counters and the inventory
                 cpu += time.process_time() - p0
                 samples += sum(r.guests for r in results)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         out, _ = client.communicate(timeout=seconds + 30)
-        latencies = json.loads(out or b"[]")
+        timed = json.loads(out or b"[]")
+        latencies = [ms for _t, ms in timed]
+        steady = [ms for t, ms in timed if t >= steady_from]
 
         def measure(fetch: Any) -> tuple[float, list[float]]:
             spent, durations, count = 0.0, [], 0
@@ -240,6 +254,8 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         per_guest_cpu, per_guest_ms = measure(libvirt_client.fetch_cpu_stats_per_guest)
         libvirt_ms = floor_ms
     finally:
+        if ticker is not None:
+            ticker.shutdown()
         publisher.close()
         stop_process(client)
         stop_process(daphne)
@@ -250,8 +266,10 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         "floor_cpu_ms": floor_cpu,
         "per_guest_cpu_ms": per_guest_cpu,
         "frames": len(latencies),
-        "p50_ms": _pct(latencies, 0.5),
-        "p95_ms": _pct(latencies, 0.95),
+        "p50_ms": _pct(steady, 0.5),
+        "p95_ms": _pct(steady, 0.95),
+        "all_p50_ms": _pct(latencies, 0.5),
+        "all_p95_ms": _pct(latencies, 0.95),
         "floor_p50_ms": _pct(libvirt_ms, 0.5),
         "floor_p95_ms": _pct(libvirt_ms, 0.95),
         "per_guest_p95_ms": _pct(per_guest_ms, 0.95),
@@ -271,8 +289,9 @@ def report(row: dict[str, Any]) -> None:
         "the collector"
     )
     print(
-        f"  latency sample -> websocket frame: p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms "
-        f"(target p95 < {TARGET_P95_MS:g} ms: {'met' if ok_lat else 'MISSED'}); "
+        f"  latency sample -> websocket frame, steady state: p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms "
+        f"(target p95 < {TARGET_P95_MS:g} ms: {'met' if ok_lat else 'MISSED'}); every frame incl. the first "
+        f"{WARMUP_TICKS} ticks: p50 {row['all_p50_ms']:.1f} ms, p95 {row['all_p95_ms']:.1f} ms; "
         f"floor (the libvirt call alone) p50 {row['floor_p50_ms']:.1f} ms, p95 {row['floor_p95_ms']:.1f} ms, "
         f"ratio p95 {row['p95_ms'] / row['floor_p95_ms']:.2f}x; per-guest calls p95 {row['per_guest_p95_ms']:.1f} ms"
     )
