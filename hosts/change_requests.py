@@ -214,7 +214,8 @@ def start_change_request(cr_id: int) -> list[int]:
     _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     targets = list(cr.targets.select_related("host", "domain"))
     host_ids = sorted({t.host_id for t in targets})
-    services.sync_hosts(host_ids)  # re-plan from what the hosts say now
+    # Re-plan from what the hosts say now; a live change needs only the guests' live state.
+    services.sync_hosts(host_ids, light=cr.scope == ChangeRequest.Scope.LIVE)
     current = {(d.host_id, d.uuid): d for d in Domain.objects.filter(host_id__in=host_ids).select_related("host")}
     unavailable: dict[int, str] = {}
     live_targets = []

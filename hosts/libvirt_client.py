@@ -292,6 +292,8 @@ class Inventory:
     domains: tuple[DomainFacts, ...]
     round_trips: int
     seconds: float
+    # A light read (before re-planning a live change) skips running guests' config and vCPU affinity.
+    complete: bool = True
 
 
 def _version(number: int) -> str:
@@ -447,12 +449,15 @@ def _domain_facts(
     )
 
 
-def fetch_inventory(uri: str) -> Inventory:
+def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
     """Read a host's facts, topology and every guest with its tuning, in as few round trips as libvirt allows.
 
     Per host: capabilities, CPU map, versions, hostname, and one bulk state call listing every guest.
     Per guest: its config XML and scheduler parameters, and for a running guest its live XML, live scheduler
     parameters and the vCPU threads' real affinity. A guest that vanishes mid-read is left out.
+
+    ``light=True`` reads a running guest's live XML and scheduler parameters only (what re-planning a live
+    change needs); its config and affinity are then None and the caller keeps what it knew.
     """
     started = time.perf_counter()
     conn = connect(uri)
@@ -473,7 +478,11 @@ def fetch_inventory(uri: str) -> Inventory:
         def read(record: tuple[libvirt.virDomain, dict[str, Any]]) -> DomainFacts | None:
             dom, stats = record
             try:
-                return _domain_facts(rt, dom, int(stats.get("state.state", 0)), online)
+                state = int(stats.get("state.state", 0))
+                running = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+                return _domain_facts(
+                    rt, dom, state, online, with_config=not (light and running), with_affinity=not light
+                )
             except PermanentVirtError as exc:
                 if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
@@ -491,6 +500,7 @@ def fetch_inventory(uri: str) -> Inventory:
         domains=tuple(sorted(domains, key=lambda d: d.name)),
         round_trips=rt.count,
         seconds=time.perf_counter() - started,
+        complete=not light,
     )
 
 

@@ -73,24 +73,25 @@ def sync_host(host_id: int) -> SyncResult:
     return sync_hosts([host_id])[0]
 
 
-def _fetch(uri: str) -> Inventory | VirtError:
-    try:
-        return libvirt_client.fetch_inventory(uri)
-    except VirtError as exc:
-        return exc
-
-
-def sync_hosts(host_ids: Sequence[int]) -> list[SyncResult]:
+def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResult]:
     """Sync several hosts: read them from libvirt at the same time, then store each in its own transaction.
 
     A host that does not answer is marked down with libvirt's reason in plain words and its guests are
-    kept, marked stale; the next sync that reaches it brings it back up.
+    kept, marked stale; the next sync that reaches it brings it back up. ``light=True`` refreshes what
+    re-planning a live change needs (see libvirt_client.fetch_inventory) and keeps the rest as it was.
     """
+
+    def fetch(uri: str) -> Inventory | VirtError:
+        try:
+            return libvirt_client.fetch_inventory(uri, light=light)
+        except VirtError as exc:
+            return exc
+
     hosts = list(Host.objects.filter(pk__in=host_ids).order_by("pk"))
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
     with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-        fetched = list(pool.map(_fetch, [host.uri for host in hosts]))
+        fetched = list(pool.map(fetch, [host.uri for host in hosts]))
     results = []
     for host, got in zip(hosts, fetched, strict=True):
         if isinstance(got, VirtError):
@@ -210,6 +211,10 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
             "affinity": {str(k): v for k, v in sorted((facts.affinity or {}).items())},
             "vcpu_states": {str(k): v for k, v in sorted(facts.vcpu_states.items())},
         }
+        if facts.config is None and not inventory.complete and facts.persistent:
+            del values["tuning_config"]  # not read this time: keep what the last full sync saw
+        if facts.affinity is None:
+            del values["affinity"], values["vcpu_states"]
         row = existing.pop(facts.uuid, None)
         if row is None:
             to_create.append(Domain(host=host, uuid=facts.uuid, synced_at=now, **values))

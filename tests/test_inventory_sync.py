@@ -167,3 +167,23 @@ def test_sync_round_trips_are_counted_and_bounded_per_guest(fleet_hosts: list[Ho
     # 6 per host, 5 per running guest and 2 per shut-off one: no per-field getter calls.
     assert result.round_trips == 6 + 5 * running + 2 * stopped
     assert Host.objects.get(pk=host.pk).sync_round_trips == result.round_trips
+
+
+def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(
+    fleet: Fleet, fleet_hosts: list[Host]
+) -> None:
+    host = fleet_hosts[1]
+    name = f"{fleet.prefix}2-batch"
+    before = Domain.objects.get(host=host, name=name)
+    virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=777")
+    try:
+        [result] = services.sync_hosts([host.pk], light=True)
+        after = Domain.objects.get(pk=before.pk)
+        assert after.tuning_live["sched"]["cpu_shares"] == 777
+        assert after.tuning_config == before.tuning_config and after.tuning_config is not None
+        assert after.affinity == before.affinity and after.affinity
+        running = Domain.objects.filter(host=host, state="running").count()
+        stopped = Domain.objects.filter(host=host).count() - running
+        assert result.round_trips == 6 + 2 * running + 2 * stopped  # live XML and live caps only
+    finally:
+        virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=1024")
