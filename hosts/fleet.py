@@ -150,6 +150,11 @@ class FleetHost:
         """Start this host's libvirtd unless it already runs, and wait until it accepts connections."""
         if self.is_running() and _port_open(self.port):
             return
+        if _port_open(self.port):
+            raise FleetError(
+                f"{self.name}: port {self.port} is taken by another program (another fleet or test run?); "
+                "stop it or move this fleet to other ports"
+            )
         self._write_config()
         self.pid_file.unlink(missing_ok=True)
         mounts = " && ".join(
