@@ -630,23 +630,6 @@ class HostSession:
             self.rt.call(self.conn.defineXML, before["config_xml"])
 
 
-def read_guest(uri: str, uuid: str) -> GuestSnapshot:
-    """Read one guest's live and config tuning, real vCPU affinity and persistent XML."""
-    return HostSession(uri).read_guest(uuid)
-
-
-def apply_tuning(uri: str, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> int:
-    """Write desired tuning to one guest (see HostSession.apply); return the round trips it took."""
-    session = HostSession(uri)
-    session.apply(uuid, desired, scopes)
-    return session.rt.count
-
-
-def restore_guest(uri: str, uuid: str, before: dict[str, Any], scopes: tuple[str, ...]) -> None:
-    """Put one guest back as a snapshot found it (see HostSession.restore)."""
-    HostSession(uri).restore(uuid, before, scopes)
-
-
 # --- guest lifecycle (used by the demo/test fleet) ------------------------------------------------
 
 

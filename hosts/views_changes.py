@@ -329,10 +329,6 @@ def _target_rows(target: ChangeTarget) -> list[dict[str, Any]]:
     return out
 
 
-def _rolling_back(cr: ChangeRequest) -> bool:
-    return cr.rolling_back
-
-
 @viewer_required
 def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a change request: what it applies, to whom, its plan per guest, decisions and results."""
@@ -362,7 +358,7 @@ def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_decide": may_approve and not is_requester and cr.status == ChangeRequest.Status.PENDING,
             "can_rollback": may_approve and cr.status in ROLLBACKABLE and cr.rolled_back_by_id is None,
             "may_approve": may_approve,
-            "active": cr.status in ACTIVE_STATUSES or _rolling_back(cr),
+            "active": cr.status in ACTIVE_STATUSES or cr.rolling_back,
             "decision_form": DecisionForm(),
             "show_results": cr.status not in (ChangeRequest.Status.PENDING, ChangeRequest.Status.REJECTED),
             "api_url": reverse("api:change-request-detail", args=[cr.pk]),

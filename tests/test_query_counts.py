@@ -11,7 +11,17 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from hosts.models import Domain, Host, HostCPU, NumaCell
+from hosts.models import (
+    ApplyJob,
+    ChangeRequest,
+    ChangeTarget,
+    Domain,
+    Host,
+    HostCPU,
+    NumaCell,
+    PinProfile,
+    PinProfileRevision,
+)
 
 TUNING = {
     "vcpupin": {"0": "0", "1": "1-3"},
@@ -77,3 +87,32 @@ def test_query_count_does_not_grow_with_guests(url: str, viewer: User, login: Ca
     page = client.get(url.format(host=big.pk)).content.decode()
     if url.startswith("/guests") or url.startswith("/api/domains"):
         assert "g1-049" in page  # the 50th guest of the second host is really listed
+
+
+def _change_requests(count: int, requester: User) -> None:
+    """Change requests with a target and a running rollback job each (rows only)."""
+    host = Host.objects.first() or _fleet_of(1)
+    domain = Domain.objects.filter(host=host).first()
+    profile = PinProfile.objects.create(name=f"p{count}")
+    revision = PinProfileRevision.objects.create(profile=profile, number=1, content={"sched": {"cpu_shares": 512}})
+    for _ in range(count):
+        cr = ChangeRequest.objects.create(profile_revision=revision, reason="r", requested_by=requester)
+        ChangeTarget.objects.create(
+            change_request=cr, host=host, domain=domain, domain_uuid=domain.uuid, domain_name=domain.name, desired={}
+        )
+        ApplyJob.objects.create(change_request=cr, host=host, kind=ApplyJob.Kind.ROLLBACK)
+
+
+@pytest.mark.parametrize("url", ["/api/change-requests/", "/changes/"])
+def test_change_request_lists_cost_the_same_for_2_and_20_requests(
+    url: str, viewer: User, operator: User, login: Callable[[User], Client]
+) -> None:
+    client = login(viewer)
+    _change_requests(2, operator)
+    few = _count(client, url)
+    _change_requests(18, operator)
+    assert ChangeRequest.objects.count() == 20
+    many = _count(client, url)
+    assert few == many, f"{url}: {few} queries for 2 requests, {many} for 20"
+    if url.startswith("/api/"):
+        assert all(row["rolling_back"] for row in client.get(url).json()["results"])

@@ -153,7 +153,7 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
             ChangeRequest.objects.select_related(
                 "profile_revision__profile", "requested_by", "decided_by", "rolled_back_by"
             )
-            .prefetch_related("targets__host")
+            .prefetch_related("targets__host", "jobs")
             .order_by("-created_at", "-id")
         )
 

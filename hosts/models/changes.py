@@ -77,8 +77,11 @@ class ChangeRequest(models.Model):
 
     @property
     def rolling_back(self) -> bool:
-        """A rollback was asked for and some of its per-host jobs have not finished."""
-        return self.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exclude(status=ApplyJob.Status.DONE).exists()
+        """A rollback was asked for and some of its per-host jobs have not finished.
+
+        Reads ``jobs`` through ``.all()`` so that lists which prefetch them ask the database nothing more.
+        """
+        return any(job.kind == ApplyJob.Kind.ROLLBACK and job.status != ApplyJob.Status.DONE for job in self.jobs.all())
 
 
 class ChangeTarget(models.Model):
