@@ -52,8 +52,13 @@ def _same_cpus(a: Any, b: Any) -> bool:
         return False
 
 
-def verify(desired: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, ...]) -> list[str]:
-    """Return what differs between the plan and what the guest reports now (empty when all took effect)."""
+def verify(
+    desired: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, ...], *, expected: str = "planned"
+) -> list[str]:
+    """Return what differs between the plan and what the guest reports now (empty when all took effect).
+
+    Live vCPU pins are also checked against the kernel's real affinity of the vCPU threads.
+    """
     problems: list[str] = []
     facts = snapshot.facts
     for scope in scopes:
@@ -63,20 +68,20 @@ def verify(desired: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, 
             continue
         for vcpu, cpus in (desired.get("vcpupin") or {}).items():
             if not _same_cpus(tuning.vcpupin.get(int(vcpu)), cpus):
-                problems.append(f"{scope} vcpupin {vcpu} is {tuning.vcpupin.get(int(vcpu))}, planned {cpus}")
+                problems.append(f"{scope} vcpupin {vcpu} is {tuning.vcpupin.get(int(vcpu))}, {expected} {cpus}")
             real = (facts.affinity or {}).get(int(vcpu))
             if scope == "live" and not _same_cpus(real, cpus):
-                problems.append(f"vCPU {vcpu} thread may run on CPUs {real} (kernel), planned {cpus}")
+                problems.append(f"vCPU {vcpu} thread may run on CPUs {real} (kernel), {expected} {cpus}")
         if desired.get("emulatorpin") and not _same_cpus(tuning.emulatorpin, desired["emulatorpin"]):
-            problems.append(f"{scope} emulatorpin is {tuning.emulatorpin}, planned {desired['emulatorpin']}")
+            problems.append(f"{scope} emulatorpin is {tuning.emulatorpin}, {expected} {desired['emulatorpin']}")
         for iothread, cpus in (desired.get("iothreadpin") or {}).items():
             if not _same_cpus(tuning.iothreadpin.get(int(iothread)), cpus):
                 problems.append(
-                    f"{scope} iothreadpin {iothread} is {tuning.iothreadpin.get(int(iothread))}, planned {cpus}"
+                    f"{scope} iothreadpin {iothread} is {tuning.iothreadpin.get(int(iothread))}, {expected} {cpus}"
                 )
         for name, value in (desired.get("sched") or {}).items():
             if tuning.sched.get(name) != int(value):
-                problems.append(f"{scope} {name} is {tuning.sched.get(name)}, planned {value}")
+                problems.append(f"{scope} {name} is {tuning.sched.get(name)}, {expected} {value}")
     return problems
 
 
@@ -84,21 +89,9 @@ def _restored(before: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str
     """Return what differs between a snapshot taken before a change and the guest now."""
     problems = []
     for scope in scopes:
-        was = before.get(scope)
         now = snapshot.facts.live if scope == "live" else snapshot.facts.config
-        if was is None or now is None:
-            continue
-        now_json = now.as_json()
-        for key in ("emulatorpin",):
-            if not _same_cpus(was.get(key), now_json.get(key)):
-                problems.append(f"{scope} {key} is {now_json.get(key)}, was {was.get(key)}")
-        for key in ("vcpupin", "iothreadpin"):
-            for n, cpus in (was.get(key) or {}).items():
-                if not _same_cpus(cpus, now_json[key].get(n)):
-                    problems.append(f"{scope} {key} {n} is {now_json[key].get(n)}, was {cpus}")
-        for name, value in (was.get("sched") or {}).items():
-            if now_json["sched"].get(name) != value:
-                problems.append(f"{scope} {name} is {now_json['sched'].get(name)}, was {value}")
+        if before.get(scope) and now is not None:
+            problems += verify(before[scope], snapshot, (scope,), expected="was")
     return problems
 
 

@@ -75,7 +75,8 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Return whether something accepts TCP connections on this loopback port."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -148,9 +149,9 @@ class FleetHost:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start this host's libvirtd unless it already runs, and wait until it accepts connections."""
-        if self.is_running() and _port_open(self.port):
+        if self.is_running() and port_open(self.port):
             return
-        if _port_open(self.port):
+        if port_open(self.port):
             raise FleetError(
                 f"{self.name}: port {self.port} is taken by another program (another fleet or test run?); "
                 "stop it or move this fleet to other ports"
@@ -173,7 +174,7 @@ class FleetHost:
             raise FleetError(f"{self.name}: libvirtd did not start: {result.stderr.strip()}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.is_running() and _port_open(self.port):
+            if self.is_running() and port_open(self.port):
                 return
             time.sleep(0.1)
         log_file = self.directory / "log" / "libvirtd.log"

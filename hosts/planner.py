@@ -33,7 +33,7 @@ __all__ = [
     "Issue",
     "ProfileError",
     "ProfileSpec",
-    "dedicated_holdings",
+    "dedicated_holders",
     "diff",
     "percent_to_quota",
     "plan_change",
@@ -208,14 +208,6 @@ def dedicated_holders(guests: Iterable[GuestState], host: HostLayout) -> dict[in
         for cpu in _held_by_tuning(_state_tuning(guest), pool):
             holders.setdefault(cpu, set()).add(guest.domain_id)
     return holders
-
-
-def dedicated_holdings(guests: Iterable[GuestState], host: HostLayout) -> dict[int, int]:
-    """Return ``cpu_id -> domain_id`` for every guest-pool CPU that a guest holds dedicated.
-
-    When two guests claim one CPU the lower domain id is reported, so the answer is stable for display.
-    """
-    return {cpu: min(ids) for cpu, ids in dedicated_holders(guests, host).items()}
 
 
 class _GuestPlanner:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts import libvirt_client, services
-from hosts.fleet import Fleet, test_fleet
+from hosts.fleet import Fleet, port_open, test_fleet
 from hosts.models import Host
 from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
 
@@ -49,14 +48,6 @@ def virsh(uri: str, *args: str) -> str:
     return result.stdout
 
 
-def _port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -72,7 +63,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis on the tests' port (the broker and channel layer)."""
     port = int(os.environ.get("ISOWEB_TEST_REDIS_PORT", "6391"))
     proc = None
-    if not _port_answers(port):
+    if not port_open(port):
         workdir = tmp_path_factory.mktemp("redis")
         proc = subprocess.Popen(
             [
@@ -92,7 +83,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(lambda: _port_answers(port), 10, what="redis-server")
+        wait_for(lambda: port_open(port), 10, what="redis-server")
     yield settings.REDIS_URL
     if proc is not None:
         _stop(proc)

@@ -41,8 +41,12 @@ def test_profile_proposal_approval_and_apply_through_the_pages(
 
     created = op.post(
         "/profiles/new/",
-        {"name": "quota-40", "description": "cap vCPUs at 40 %", "sched_vcpu_period": "100000",
-         "sched_vcpu_quota": "40000"},
+        {
+            "name": "quota-40",
+            "description": "cap vCPUs at 40 %",
+            "sched_vcpu_period": "100000",
+            "sched_vcpu_quota": "40000",
+        },
     )
     assert created.status_code == 302, created.content.decode()[:2000]
     revision = PinProfile.objects.get(name="quota-40").latest_revision

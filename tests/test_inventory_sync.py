@@ -169,9 +169,7 @@ def test_sync_round_trips_are_counted_and_bounded_per_guest(fleet_hosts: list[Ho
     assert Host.objects.get(pk=host.pk).sync_round_trips == result.round_trips
 
 
-def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(
-    fleet: Fleet, fleet_hosts: list[Host]
-) -> None:
+def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: Fleet, fleet_hosts: list[Host]) -> None:
     host = fleet_hosts[1]
     name = f"{fleet.prefix}2-batch"
     before = Domain.objects.get(host=host, name=name)

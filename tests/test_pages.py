@@ -27,9 +27,14 @@ def _host_with_cpus(count: int) -> Host:
 def _guest(host: Host, name: str, vcpupin: dict[str, str], emulatorpin: str, running: bool = True) -> Domain:
     tuning = {"vcpupin": vcpupin, "emulatorpin": emulatorpin, "iothreadpin": {}, "sched": {}}
     return Domain.objects.create(
-        host=host, uuid=uuid.uuid4(), name=name, state="running" if running else "shutoff",
-        vcpus_current=len(vcpupin), vcpus_max=len(vcpupin),
-        tuning_live=tuning if running else None, tuning_config=tuning,
+        host=host,
+        uuid=uuid.uuid4(),
+        name=name,
+        state="running" if running else "shutoff",
+        vcpus_current=len(vcpupin),
+        vcpus_max=len(vcpupin),
+        tuning_live=tuning if running else None,
+        tuning_config=tuning,
     )
 
 

@@ -24,7 +24,7 @@ from hosts.planner import (
     Issue,
     ProfileError,
     ProfileSpec,
-    dedicated_holdings,
+    dedicated_holders,
     diff,
     percent_to_quota,
     plan_change,
@@ -354,17 +354,17 @@ def test_the_guest_pool_is_online_cpus_outside_housekeeping() -> None:
 
 def test_a_thread_pinned_to_one_pool_cpu_holds_it_dedicated() -> None:
     guest = make_guest(7, pins={0: "3", 1: "4-5"}, emulatorpin="6", iothreads=(1,))
-    assert dedicated_holdings([guest], make_host()) == {3: 7, 6: 7}
+    assert dedicated_holders([guest], make_host()) == {3: {7}, 6: {7}}
 
 
 def test_a_single_pin_on_a_housekeeping_cpu_holds_nothing() -> None:
-    assert dedicated_holdings([make_guest(7, pins={0: "0", 1: "8"})], make_host()) == {}
+    assert dedicated_holders([make_guest(7, pins={0: "0", 1: "8"})], make_host()) == {}
 
 
 def test_a_shut_off_guest_holds_what_its_config_says_and_a_running_one_what_runs() -> None:
     stopped = make_guest(2, 1, state="shutoff", config=tuning({0: "5"}))
     running = make_guest(3, 1, live=tuning({0: "6"}), config=tuning({0: "7"}))
-    assert dedicated_holdings([stopped, running], make_host()) == {5: 2, 6: 3}
+    assert dedicated_holders([stopped, running], make_host()) == {5: {2}, 6: {3}}
 
 
 # vcpupin dedicated
