@@ -9,9 +9,11 @@ KVM guests each (G growing), applying the same values to the same guests:
 
 - isoweb: a change request (created and planned beforehand, reported separately) is approved with
   ``approve_change_request``; a real Celery worker (its own process, ``--concurrency 3``) on this benchmark's
-  own Redis and throwaway SQLite database re-plans it, applies it host by host in parallel (per guest:
-  snapshot, apply, read back and verify) and marks it applied. Timed from ``approve_change_request``
-  returning until the request's status reads ``applied`` (the database is polled every 20 ms).
+  own Redis and throwaway SQLite database re-plans it (the re-plan's read is each guest's live snapshot),
+  applies it on the hosts in parallel (per guest: apply, read back and verify) and marks it applied. Timed
+  from ``approve_change_request`` returning until the moment the worker recorded the request as finished
+  (its ``finished_at``, written once every guest is verified). The database is polled every 5 ms to notice
+  it; that polling delay is not isoweb's and is shown apart as "detect".
 - virsh: per guest, one after the other, the commands of a careful operator's script: set the emulator pin
   and the scheduler caps, then read back ``emulatorpin``, ``schedinfo`` and ``vcpuinfo`` and check them.
 - floor: libvirt-python with one already-open connection per host, hosts in parallel threads; per guest:
@@ -69,7 +71,7 @@ WORKER_CONCURRENCY = 3
 VIRSH_RATIO_TARGET = 10.0  # isoweb at least this many times faster than the virsh commands
 FLOOR_RATIO_TARGET = 2.0  # isoweb at most this many times the floor
 MAX_GUESTS = 90  # 64 MiB each; more than this is not what the issue asks for
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.005
 WORKER_ARGS = ("-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip")
 
 
@@ -330,7 +332,7 @@ def isoweb_apply(state: State, scope: str, timeout: float) -> IsowebRun:
     approved_at = datetime.fromtimestamp(approved_wall, tz=cr.started_at.tzinfo)
     seen_at = datetime.fromtimestamp(seen_wall, tz=cr.started_at.tzinfo)
     return IsowebRun(
-        seconds=done - approved,
+        seconds=cr.finished_at.timestamp() - approved_wall,
         create_seconds=create_seconds,
         approve_seconds=approved - started,
         pickup=_seconds(approved_at, cr.started_at),
@@ -508,7 +510,7 @@ class Profiler:
 
 
 def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
-    """Run one change request in this process, without Celery (hosts one after another), timed by function."""
+    """Run one change request in this process, without Celery, timed by function."""
     from hosts import apply, change_requests, libvirt_client, services, tasks
 
     index = state.next_values()
@@ -523,7 +525,7 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
         tasks.start_change_request.delay_on_commit = original_delay
     state.current = -1
     profiler.wrap(change_requests, "start_change_request", "start_change_request (claim, re-plan, jobs)")
-    profiler.wrap(apply, "run_job", "run_job (one host)")
+    profiler.wrap(apply, "_run", "apply._run (every host)")
     profiler.wrap(services, "sync_host", "sync_host (start: every host; end: each job)")
     profiler.wrap(libvirt_client, "fetch_inventory", "  fetch_inventory (libvirt reads)")
     profiler.wrap(services, "store_inventory", "  store_inventory (database write)")
@@ -542,8 +544,7 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     try:
         with profiler.database():
             job_ids = change_requests.start_change_request(cr.pk)
-            for job_id in job_ids:
-                apply.run_job(job_id)
+            apply.run_jobs(job_ids)
     finally:
         profiler.restore()
     total = time.perf_counter() - started
@@ -555,7 +556,7 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
 
 
 def print_profile(profiler: Profiler, total: float, guests: int) -> None:
-    print(f"in-process apply of {guests} guests, hosts one after another, no Celery: {total:.3f} s")
+    print(f"in-process apply of {guests} guests, no Celery: {total:.3f} s")
     header = f"{'function':<48} {'calls':>6} {'total ms':>9} {'ms/guest':>9} {'% of run':>8}"
     print(header)
     print("-" * len(header))
@@ -607,7 +608,7 @@ def _mark(ok: bool) -> str:
 
 
 def print_table(rows: list[Row], repeat: int) -> None:
-    print(f"median of {repeat} run(s) per side; isoweb = approve returned -> status applied (Celery, 3 processes)")
+    print(f"median of {repeat} run(s) per side; isoweb = approve returned -> request recorded as applied (Celery)")
     header = (
         f"{'G':>3} {'scope':>5} {'isoweb s':>9} {'ms/guest':>9} {'virsh s':>8} {'procs':>6} {'floor s':>8} "
         f"{'calls':>6} {'virsh/iso':>9} {'iso/floor':>9} {'>=10x':>6} {'<=2x':>5}"
@@ -643,9 +644,10 @@ def print_phases(rows: list[Row]) -> None:
         )
     print(
         "create: create_change_request (not timed); approve: the call (not timed); pickup: approve returned -> "
-        "worker claimed it;\nto 1st: claimed -> first guest snapshotted (re-plan syncs, jobs queued and claimed); "
-        "guests: first snapshot -> last guest recorded;\ntail: last guest recorded -> request finished "
-        "(sync_host at job end, finish); detect: finished -> seen by the 20 ms poll"
+        "worker claimed it;\nto 1st: claimed -> first guest about to be written (re-plan read = snapshot, jobs "
+        "claimed); "
+        "guests: first written -> last guest recorded;\ntail: last guest recorded -> request finished "
+        "(finish); detect: finished -> seen by the 5 ms poll (not in isoweb's time)"
     )
 
 

@@ -1,22 +1,24 @@
-"""Apply (or roll back) one change request on one host, verifying every guest's change.
+"""Apply (or roll back) a change request's per-host jobs, verifying every guest's change.
 
-Per guest: take a snapshot (what the change's scope touches: live tuning and real affinity, config tuning
-and persistent XML), write the planned pins and caps, read them back and compare (libvirt's getters and the
-vCPU threads' real affinity), and on any failure restore the guest from its snapshot and record both
-errors. Every snapshot is committed before anything is written, so a worker killed mid-apply is redelivered
-with them: the guest is re-applied from the same snapshot (writing the same values twice has no further
-effect) and never re-snapshotted in its half-changed state.
+Per guest: take a snapshot (what the change's scope touches: live tuning, config tuning and persistent
+XML; a live change's snapshot is the re-plan's own read, see change_requests.start_change_request), write
+the planned pins and caps, read them back and compare (libvirt's getters and the vCPU threads' real
+affinity), and on any failure put back what the change touched from the snapshot and record both errors.
+Every snapshot is committed before anything is written, so a worker killed mid-apply is redelivered with
+them: the guest is re-applied from the same snapshot (writing the same values twice has no further effect)
+and never re-snapshotted in its half-changed state.
 
-The libvirt work of a few guests of the host runs at once on one connection (libvirt multiplexes calls);
-all database writes happen in the job's own thread, one short transaction per finished guest, so the
-change request page shows progress guest by guest.
+The hosts of one run go in parallel, a few guests of each host at once on its one connection (libvirt
+multiplexes calls), on one thread pool. Only the calling thread touches the database: it commits whatever
+guests finished together in one short transaction, so the change request page shows progress as it goes
+and the database sees few commits.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts import live
-from hosts.change_requests import HostBusy, claim_job, finish_change_request
+from hosts.change_requests import claim_jobs, finish_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.libvirt_client import DOMAIN_STATES, IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 JOB_LEASE_SECONDS = 60
 # Guests of one host whose libvirt calls are in flight at once (see libvirt_client).
 IN_FLIGHT_PER_HOST = IN_FLIGHT_PER_CONNECTION
+# Threads one worker process uses for libvirt calls, whatever the number of hosts.
+MAX_THREADS = 32
 
 
 _STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
@@ -85,13 +89,44 @@ def verify(
     return problems
 
 
-def _restored(before: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, ...]) -> list[str]:
-    """Return what differs between a snapshot taken before a change and the guest now."""
+def touched(tuning: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:
+    """The part of a snapshot's tuning that a change writes: what undoing the change puts back.
+
+    Only the pins and caps the change touched are restored and checked; anything else (say, a cap someone
+    set by hand meanwhile) is left as it is now.
+    """
+    tuning = tuning or {}
+    out: dict[str, Any] = {}
+    for key in ("vcpupin", "iothreadpin"):
+        had = tuning.get(key) or {}
+        picked = {k: had[k] for k in (desired.get(key) or {}) if k in had}
+        if picked:
+            out[key] = picked
+    if desired.get("emulatorpin") and tuning.get("emulatorpin"):
+        out["emulatorpin"] = tuning["emulatorpin"]
+    had_sched = tuning.get("sched") or {}
+    sched = {k: had_sched[k] for k in (desired.get("sched") or {}) if k in had_sched}
+    if sched:
+        out["sched"] = sched
+    return out
+
+
+def _undo(target: ChangeTarget) -> dict[str, Any]:
+    """The snapshot to restore: the config's exact XML, and the live values the change touched."""
+    before = dict(target.before or {})
+    if before.get("live"):
+        before["live"] = touched(before["live"], target.desired)
+    return before
+
+
+def _restored(target: ChangeTarget, snapshot: GuestSnapshot, scopes: tuple[str, ...]) -> list[str]:
+    """Return what differs, in what the change touched, between the snapshot and the guest now."""
+    before = target.before or {}
     problems = []
     for scope in scopes:
         now = snapshot.facts.live if scope == "live" else snapshot.facts.config
         if before.get(scope) and now is not None:
-            problems += verify(before[scope], snapshot, (scope,), expected="was")
+            problems += verify(touched(before[scope], target.desired), snapshot, (scope,), expected="was")
     return problems
 
 
@@ -108,18 +143,6 @@ class Outcome:
     snapshot: GuestSnapshot | None = None
     error: str = ""
     restore_error: str = ""
-
-
-def _in_parallel(
-    work: Callable[[ChangeTarget], Outcome], targets: list[ChangeTarget]
-) -> Iterator[tuple[ChangeTarget, Outcome]]:
-    """Run ``work`` for a few targets at a time; yield each target with its outcome as it finishes."""
-    if not targets:
-        return
-    with ThreadPoolExecutor(max_workers=min(IN_FLIGHT_PER_HOST, len(targets))) as pool:
-        futures = {pool.submit(work, target): target for target in targets}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
 
 
 def _snapshot(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
@@ -149,8 +172,8 @@ def _apply_one(session: HostSession, target: ChangeTarget, scopes: tuple[str, ..
         error = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
     restore_error = ""
     try:
-        session.restore(uuid, target.before or {}, scopes)
-        leftover = _restored(target.before or {}, session.read_guest(uuid, scopes), scopes)
+        session.restore(uuid, _undo(target), scopes)
+        leftover = _restored(target, session.read_guest(uuid, scopes), scopes)
         if leftover:
             restore_error = "after restoring: " + "; ".join(leftover)
     except VirtError as exc:
@@ -162,9 +185,9 @@ def _rollback_one(session: HostSession, target: ChangeTarget, scopes: tuple[str,
     """Put one changed guest back as its snapshot found it, and check that it is."""
     uuid = str(target.domain_uuid)
     try:
-        session.restore(uuid, target.before or {}, scopes)
+        session.restore(uuid, _undo(target), scopes)
         now = session.read_guest(uuid, scopes)
-        leftover = _restored(target.before or {}, now, scopes)
+        leftover = _restored(target, now, scopes)
         if leftover:
             raise VerifyError("; ".join(leftover))
         return Outcome(True, now)
@@ -184,12 +207,10 @@ def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) 
     )
 
 
-def _save(target: ChangeTarget, job: ApplyJob, **fields: Any) -> None:
-    """Store a target's progress and renew the job's lease in the same write."""
+def _save(target: ChangeTarget, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(target, name, value)
     target.save(update_fields=list(fields))
-    ApplyJob.objects.filter(pk=job.pk).update(claimed_at=timezone.now())
 
 
 def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
@@ -205,131 +226,236 @@ def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
     Domain.objects.filter(host_id=target.host_id, uuid=target.domain_uuid).update(**fields)
 
 
-def _marker(target: ChangeTarget, kind: str) -> tuple[int, int | None, str, str, float] | None:
-    """A chart marker for a guest whose change took effect (announced once the job is done)."""
+Marker = tuple[int, int | None, str, str, float]
+
+
+def _marker(target: ChangeTarget, kind: str) -> Marker | None:
+    """A chart marker for a guest whose change took effect (announced once its job is done)."""
     if target.domain_id is None:
         return None
     label = f"CR-{target.change_request_id} {kind.replace('_', ' ')}"
     return (target.domain_id, target.host_id, kind, label, timezone.now().timestamp())
 
 
-def _fail(target: ChangeTarget, job: ApplyJob, message: str) -> None:
+def _fail(target: ChangeTarget, message: str) -> None:
+    _save(target, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
+    _event(target, AuditEvent.Action.CHANGE_FAILED, message)
+
+
+def _record_applied(target: ChangeTarget, outcome: Outcome) -> Marker | None:
+    if outcome.ok and outcome.snapshot is not None:
+        after = _public(outcome.snapshot.as_json())
+        _save(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
+        _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
+        _refresh_inventory(target, outcome.snapshot)
+        return _marker(target, "applied")
+    status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
+    message = f"Applying failed: {outcome.error}. " + (
+        f"Restoring it failed too: {outcome.restore_error}"
+        if outcome.restore_error
+        else "It was restored to its snapshot."
+    )
+    _save(target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now())
+    _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
+    return None
+
+
+def _record_rolled_back(target: ChangeTarget, outcome: Outcome) -> Marker | None:
+    if outcome.ok and outcome.snapshot is not None:
+        now = _public(outcome.snapshot.as_json())
+        _save(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
+        _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+        _refresh_inventory(target, outcome.snapshot)
+        return _marker(target, "rolled_back")
+    _save(target, restore_error=f"Rollback failed: {outcome.error}")
+    _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}")
+    return None
+
+
+@dataclass(eq=False)
+class _HostRun:
+    """One claimed job: its host's session and the guests it changes."""
+
+    job: ApplyJob
+    targets: list[ChangeTarget]
+    scopes: tuple[str, ...]
+    session: HostSession | None = None
+
+    @property
+    def applying(self) -> bool:
+        return self.job.kind == ApplyJob.Kind.APPLY
+
+
+Work = tuple[_HostRun, ChangeTarget]
+
+
+class _Lanes:
+    """Run guests' libvirt work on one shared thread pool, at most a few per host at once.
+
+    ``batches`` yields whatever finished since the last batch, so the caller (the only thread that touches
+    the database) commits several guests in one short transaction when they finish together.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[_HostRun, ChangeTarget], Outcome]) -> None:
+        self._pool = pool
+        self._work = work
+        self._waiting: dict[_HostRun, list[ChangeTarget]] = {}
+        self._running: dict[Future[Outcome], Work] = {}
+        self.left: dict[_HostRun, int] = {}
+
+    def add(self, run: _HostRun, targets: list[ChangeTarget]) -> None:
+        self._waiting[run] = list(targets)
+        self.left[run] = len(targets)
+
+    def _feed(self, run: _HostRun) -> None:
+        waiting = self._waiting[run]
+        while waiting and sum(1 for r, _t in self._running.values() if r is run) < IN_FLIGHT_PER_HOST:
+            target = waiting.pop(0)
+            self._running[self._pool.submit(self._work, run, target)] = (run, target)
+
+    def batches(self) -> Iterator[list[tuple[_HostRun, ChangeTarget, Outcome]]]:
+        for run in self._waiting:
+            self._feed(run)
+        while self._running:
+            done, _pending = wait(self._running, return_when=FIRST_COMPLETED)
+            batch = []
+            for future in done:
+                run, target = self._running.pop(future)
+                self.left[run] -= 1
+                batch.append((run, target, future.result()))
+            for run in {run for run, _t, _o in batch}:
+                self._feed(run)
+            yield batch
+
+
+def _open(run: _HostRun) -> HostSession | VirtError:
+    try:
+        return HostSession(run.job.host.uri)
+    except VirtError as exc:
+        return exc
+
+
+def _unreachable(run: _HostRun, reason: str) -> None:
+    """Record, for a job whose host does not answer, what is known about each of its guests."""
+    unreachable = f"{run.job.host.name} cannot be reached: {reason}"
     with transaction.atomic():
-        _save(target, job, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_FAILED, message)
-
-
-Marker = tuple[int, int | None, str, str, float]
-
-
-def _apply_job(
-    job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]
-) -> list[Marker]:
-    markers: list[Marker] = []
-    todo = [t for t in targets if t.status in (ChangeTarget.Status.PLANNED, ChangeTarget.Status.APPLYING)]
-    fresh = [t for t in todo if t.before is None]
-    snapshots = dict(_in_parallel(lambda t: _snapshot(session, t, scopes), fresh))
-    with transaction.atomic():  # every snapshot is stored before anything is written to a guest
-        for target in fresh:
-            outcome = snapshots[target]
-            if outcome.ok and outcome.snapshot is not None:
+        for target in run.targets:
+            if run.applying and target.status == ChangeTarget.Status.PLANNED:
+                _fail(target, f"{unreachable}. It was not changed.")
+            elif run.applying and target.status == ChangeTarget.Status.APPLYING:
+                # Redelivered after a worker died mid-write, and now the host is gone: say what is known.
                 _save(
                     target,
-                    job,
-                    before=outcome.snapshot.as_json(),
-                    status=ChangeTarget.Status.APPLYING,
-                    started_at=timezone.now(),
+                    status=ChangeTarget.Status.RESTORE_FAILED,
+                    error=unreachable,
+                    restore_error="the guest may be half-changed; roll back once the host answers",
                 )
-            else:
-                _fail(target, job, f"{outcome.error} It was not changed.")
-    ready = [t for t in todo if t.status == ChangeTarget.Status.APPLYING]
-    for target, outcome in _in_parallel(lambda t: _apply_one(session, t, scopes), ready):
-        with transaction.atomic():
+                _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable)
+            elif not run.applying and target.status in _ROLLBACKABLE and target.before:
+                _save(target, restore_error=f"Rollback failed: {unreachable}")
+
+
+_ROLLBACKABLE = (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED)
+
+
+def _snapshot_phase(pool: ThreadPoolExecutor, runs: list[_HostRun]) -> None:
+    """Snapshot the guests that have none yet (a live change's were taken by the re-plan), then mark every
+    guest about to be written as applying; all of it committed before anything is written."""
+    lanes = _Lanes(pool, lambda run, target: _snapshot(run.session, target, run.scopes))  # type: ignore[arg-type]
+    for run in runs:
+        lanes.add(run, [t for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is None])
+    taken = [item for batch in lanes.batches() for item in batch]
+    now = timezone.now()
+    with transaction.atomic():
+        for _run, target, outcome in taken:
             if outcome.ok and outcome.snapshot is not None:
-                after = _public(outcome.snapshot.as_json())
-                _save(target, job, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
-                _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
-                _refresh_inventory(target, outcome.snapshot)
-                if (mark := _marker(target, "applied")) is not None:
-                    markers.append(mark)
-                continue
-            status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
-            message = f"Applying failed: {outcome.error}. " + (
-                f"Restoring it failed too: {outcome.restore_error}"
-                if outcome.restore_error
-                else "It was restored to its snapshot."
-            )
-            _save(
-                target,
-                job,
-                status=status,
-                error=outcome.error,
-                restore_error=outcome.restore_error,
-                finished_at=timezone.now(),
-            )
-            _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
-    return markers
-
-
-def _rollback_job(
-    job: ApplyJob, session: HostSession, targets: list[ChangeTarget], scopes: tuple[str, ...]
-) -> list[Marker]:
-    markers: list[Marker] = []
-    todo = [
-        t for t in targets if t.status in (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED) and t.before
-    ]
-    for target, outcome in _in_parallel(lambda t: _rollback_one(session, t, scopes), todo):
-        with transaction.atomic():
-            if outcome.ok and outcome.snapshot is not None:
-                now = _public(outcome.snapshot.as_json())
-                _save(target, job, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
-                _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
-                _refresh_inventory(target, outcome.snapshot)
-                if (mark := _marker(target, "rolled_back")) is not None:
-                    markers.append(mark)
+                target.before = outcome.snapshot.as_json()
+                _save(target, before=target.before)
             else:
-                _save(target, job, restore_error=f"Rollback failed: {outcome.error}")
-                _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}")
-    return markers
+                _fail(target, f"{outcome.error} It was not changed.")
+        starting = [
+            t for run in runs for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is not None
+        ]
+        for target in starting:
+            target.status, target.started_at = ChangeTarget.Status.APPLYING, now
+        ChangeTarget.objects.bulk_update(starting, ["status", "started_at"])
 
 
-def run_job(job_id: int) -> str:
-    """Run one apply or rollback job if this worker can claim it; safe to call again for the same job."""
-    job = claim_job(job_id, JOB_LEASE_SECONDS)
-    if job is None:
-        return "not claimed"
-    cr = job.change_request
-    scopes = SCOPE_PARTS[cr.scope]
-    targets = list(cr.targets.filter(host_id=job.host_id).select_related("host").order_by("domain_name"))
-    try:
-        session = HostSession(job.host.uri)
-    except VirtError as exc:
-        session = None
-        unreachable = f"{job.host.name} cannot be reached: {exc.message}"
-        for target in targets:
-            if job.kind == ApplyJob.Kind.APPLY and target.status == ChangeTarget.Status.PLANNED:
-                _fail(target, job, f"{unreachable}. It was not changed.")
-            elif job.kind == ApplyJob.Kind.APPLY and target.status == ChangeTarget.Status.APPLYING:
-                # Redelivered after a worker died mid-write, and now the host is gone: say what is known.
-                with transaction.atomic():
-                    _save(
-                        target,
-                        job,
-                        status=ChangeTarget.Status.RESTORE_FAILED,
-                        error=unreachable,
-                        restore_error="the guest may be half-changed; roll back once the host answers",
-                    )
-                    _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable)
-            elif job.kind == ApplyJob.Kind.ROLLBACK and target.before:
-                _save(target, job, restore_error=f"Rollback failed: {unreachable}")
+def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
+    assert run.session is not None
+    if run.applying:
+        return _apply_one(run.session, target, run.scopes)
+    return _rollback_one(run.session, target, run.scopes)
+
+
+def _run(runs: list[_HostRun]) -> None:
+    """Apply or roll back the claimed jobs: hosts in parallel, this thread alone writing to the database."""
     markers: list[Marker] = []
-    if session is not None:
-        run = _apply_job if job.kind == ApplyJob.Kind.APPLY else _rollback_job
-        markers = run(job, session, targets, scopes)
-    ApplyJob.objects.filter(pk=job.pk).update(status=ApplyJob.Status.DONE, finished_at=timezone.now())
-    finish_change_request(cr.pk)
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, IN_FLIGHT_PER_HOST * len(runs))) as pool:
+        for run, session in zip(runs, pool.map(_open, runs), strict=True):
+            if isinstance(session, VirtError):
+                _unreachable(run, session.message)
+            else:
+                run.session = session
+        reachable = [run for run in runs if run.session is not None]
+        _snapshot_phase(pool, [run for run in reachable if run.applying])
+        lanes = _Lanes(pool, _work)
+        for run in reachable:
+            wanted = (ChangeTarget.Status.APPLYING,) if run.applying else _ROLLBACKABLE
+            lanes.add(run, [t for t in run.targets if t.status in wanted and t.before])
+        for batch in lanes.batches():
+            now = timezone.now()
+            with transaction.atomic():
+                for run, target, outcome in batch:
+                    record = _record_applied if run.applying else _record_rolled_back
+                    if (mark := record(target, outcome)) is not None:
+                        markers.append(mark)
+                jobs = {run.job.pk: run for run, _t, _o in batch}
+                finished = [pk for pk, run in jobs.items() if not lanes.left[run]]
+                # Every finished guest renews its job's lease; a job with none left is done.
+                ApplyJob.objects.filter(pk__in=set(jobs) - set(finished)).update(claimed_at=now)
+                ApplyJob.objects.filter(pk__in=finished).update(status=ApplyJob.Status.DONE, finished_at=now)
+    ApplyJob.objects.filter(pk__in=[run.job.pk for run in runs]).exclude(status=ApplyJob.Status.DONE).update(
+        status=ApplyJob.Status.DONE, finished_at=timezone.now()
+    )
+    for cr_id in sorted({run.job.change_request_id for run in runs}):
+        finish_change_request(cr_id)
     live.announce_markers(markers)  # every change above is committed: charts may reload their caps
-    return "done"
 
 
-__all__ = ["HostBusy", "run_job", "verify"]
+def run_jobs(job_ids: Sequence[int]) -> list[int]:
+    """Run the apply or rollback jobs this process can claim, hosts in parallel; safe to call again.
+
+    Returns the ids of jobs whose host is busy with another change (the caller tries them again later).
+    Jobs that are done, or held by another live worker, are skipped.
+    """
+    jobs, busy = claim_jobs(job_ids, JOB_LEASE_SECONDS)
+    targets: dict[tuple[int, int], list[ChangeTarget]] = {}
+    wanted = ChangeTarget.objects.filter(
+        change_request_id__in={job.change_request_id for job in jobs}, host_id__in={job.host_id for job in jobs}
+    )
+    for target in wanted.order_by("domain_name"):
+        targets.setdefault((target.change_request_id, target.host_id), []).append(target)
+    runs = [
+        _HostRun(job, targets.get((job.change_request_id, job.host_id), []), SCOPE_PARTS[job.change_request.scope])
+        for job in jobs
+    ]
+    if runs:
+        _run(runs)
+    return busy
+
+
+def give_up_waiting(job_ids: Sequence[int], waited: str) -> None:
+    """Fail jobs whose host stayed busy with other changes for too long; their guests were not touched."""
+    jobs = list(ApplyJob.objects.filter(pk__in=job_ids).exclude(status=ApplyJob.Status.DONE).select_related("host"))
+    with transaction.atomic():
+        for job in jobs:
+            message = f"{job.host.name} was busy with other changes for {waited}; this guest was not changed."
+            for target in job.change_request.targets.filter(host_id=job.host_id, status=ChangeTarget.Status.PLANNED):
+                _fail(target, message)
+            ApplyJob.objects.filter(pk=job.pk).update(status=ApplyJob.Status.DONE, finished_at=timezone.now())
+    for cr_id in sorted({job.change_request_id for job in jobs}):
+        finish_change_request(cr_id)
+
+
+__all__ = ["give_up_waiting", "run_jobs", "touched", "verify"]

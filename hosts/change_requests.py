@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from hosts import services
+from hosts.libvirt_client import GuestSnapshot
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
 from hosts.planning import plan_for_domains
 from hosts.profile_schema import validate_profile
@@ -200,22 +201,25 @@ def start_change_request(cr_id: int) -> list[int]:
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
     applying only has its unfinished jobs handed back. Returns the job ids to run.
     """
-    now = timezone.now()
-    claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
-        status=ChangeRequest.Status.APPLYING, started_at=now
-    )
-    cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
+    with transaction.atomic():
+        claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
+            status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
+        )
+        cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
+        if claimed:
+            _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     if not claimed:
         if cr.status != ChangeRequest.Status.APPLYING:
             return []
         return list(
             cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE).values_list("pk", flat=True)
         )
-    _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     targets = list(cr.targets.select_related("host", "domain"))
     host_ids = sorted({t.host_id for t in targets})
     # Re-plan from what the hosts say now; a live change needs only the guests' live state.
-    services.sync_hosts(host_ids, light=cr.scope == ChangeRequest.Scope.LIVE)
+    live_only = cr.scope == ChangeRequest.Scope.LIVE
+    synced = services.sync_hosts(host_ids, light=live_only)
+    read = {(r.host_id, facts.uuid): facts for r in synced if r.inventory for facts in r.inventory.domains}
     current = {(d.host_id, d.uuid): d for d in Domain.objects.filter(host_id__in=host_ids).select_related("host")}
     unavailable: dict[int, str] = {}
     live_targets = []
@@ -259,6 +263,16 @@ def start_change_request(cr_id: int) -> list[int]:
                 object_repr=target.domain_name,
                 message=message,
             )
+        if live_only:
+            # A live change touches only what this read just saw: it is each guest's snapshot, stored before
+            # any job exists, so the workers write without reading every guest again.
+            snapshots = []
+            for t, _domain in live_targets:
+                facts = read.get((t.host_id, str(t.domain_uuid)))
+                if t.pk not in unavailable and facts is not None and facts.live is not None:
+                    t.before = GuestSnapshot(facts=facts, config_xml=None).as_json()
+                    snapshots.append(t)
+            ChangeTarget.objects.bulk_update(snapshots, ["before"])
         reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
         jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.APPLY) for h in reachable]
     if not jobs:
@@ -294,8 +308,7 @@ def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
     jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.ROLLBACK) for h in host_ids]
     from hosts import tasks
 
-    for job in jobs:
-        tasks.run_apply_job.delay_on_commit(job.pk)
+    tasks.run_apply_jobs.delay_on_commit([job.pk for job in jobs])
     return [job.pk for job in jobs]
 
 
@@ -342,10 +355,6 @@ def _claimant_is_dead(claimed_by: str) -> bool:
     return False
 
 
-class HostBusy(Exception):
-    """Another change is being applied on this host right now; try again shortly."""
-
-
 def _holder_alive(job: ApplyJob, lease_seconds: int) -> bool:
     if job.status != ApplyJob.Status.RUNNING or job.claimed_at is None:
         return False
@@ -354,25 +363,32 @@ def _holder_alive(job: ApplyJob, lease_seconds: int) -> bool:
 
 
 @transaction.atomic
-def claim_job(job_id: int, lease_seconds: int) -> ApplyJob | None:
-    """Claim a job for this worker process; None if it is done or another live worker holds it.
+def claim_jobs(job_ids: Sequence[int], lease_seconds: int) -> tuple[list[ApplyJob], list[int]]:
+    """Claim jobs for this worker process, all in one transaction; return (claimed jobs, ids of busy ones).
 
-    The host row is locked while claiming, so one job at a time runs per host (raises HostBusy while
-    another host job runs). A job held by a process on this machine that has died (a killed pool worker
-    whose task was redelivered), or whose holder stopped renewing its lease, is free to claim.
+    A job that is done, or held by another live worker, is neither claimed nor busy. The jobs' host rows
+    are locked while claiming, so one job at a time runs per host: a job whose host runs another live job
+    is busy. A job held by a process on this machine that has died (a killed pool worker whose task was
+    redelivered), or whose holder stopped renewing its lease, is free to claim.
     """
-    job = ApplyJob.objects.get(pk=job_id)
-    Host.objects.select_for_update().get(pk=job.host_id)
-    job.refresh_from_db()
-    if job.status == ApplyJob.Status.DONE or _holder_alive(job, lease_seconds):
-        return None
-    others = ApplyJob.objects.filter(host_id=job.host_id, status=ApplyJob.Status.RUNNING).exclude(pk=job.pk)
-    if any(_holder_alive(other, lease_seconds) for other in others):
-        raise HostBusy(job.host_id)
-    ApplyJob.objects.filter(pk=job.pk).update(
-        status=ApplyJob.Status.RUNNING,
-        claimed_at=timezone.now(),
-        claimed_by=_worker_identity(),
-        attempts=F("attempts") + 1,
+    host_ids = set(ApplyJob.objects.filter(pk__in=job_ids).values_list("host_id", flat=True))
+    list(Host.objects.select_for_update().filter(pk__in=host_ids).order_by("pk"))
+    jobs = ApplyJob.objects.filter(pk__in=job_ids).select_related("change_request", "host").order_by("pk")
+    running = list(ApplyJob.objects.filter(host_id__in=host_ids, status=ApplyJob.Status.RUNNING))
+    claimed: list[ApplyJob] = []
+    busy: list[int] = []
+    for job in jobs:
+        if job.status == ApplyJob.Status.DONE or _holder_alive(job, lease_seconds):
+            continue
+        taken = any(o.pk != job.pk and o.host_id == job.host_id and _holder_alive(o, lease_seconds) for o in running)
+        if taken or any(c.host_id == job.host_id for c in claimed):
+            busy.append(job.pk)
+        else:
+            claimed.append(job)
+    now, me = timezone.now(), _worker_identity()
+    ApplyJob.objects.filter(pk__in=[job.pk for job in claimed]).update(
+        status=ApplyJob.Status.RUNNING, claimed_at=now, claimed_by=me, attempts=F("attempts") + 1
     )
-    return ApplyJob.objects.select_related("change_request", "host").get(pk=job_id)
+    for job in claimed:
+        job.status, job.claimed_at, job.claimed_by, job.attempts = ApplyJob.Status.RUNNING, now, me, job.attempts + 1
+    return claimed, busy

@@ -10,6 +10,7 @@ plain words.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -115,6 +116,22 @@ def translate_error(exc: libvirt.libvirtError, uri: str = "") -> VirtError:
 
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the last inventory read of a connection saw: an apply that follows in the same process uses it
+    instead of asking again (the CPU map, and a handle per guest instead of a lookup round trip each)."""
+
+    conn: libvirt.virConnect
+    ncpus: int
+    online: frozenset[int]
+    domains: dict[str, libvirt.virDomain]
+    at: float  # time.monotonic() of the read
+
+
+_seen: dict[str, _Seen] = {}  # tied to the connection object: a new connection starts with nothing seen
+SEEN_FRESH_SECONDS = 10.0  # older than this, a session asks again
 # Calls kept in flight at once on one connection; libvirtd's max_client_requests defaults to 5.
 IN_FLIGHT_PER_CONNECTION = 4
 _event_loop_pid: int | None = None
@@ -140,6 +157,7 @@ def _ensure_event_loop() -> None:
     if _event_loop_pid == pid:
         return
     _connections.clear()  # inherited across fork: unusable in this process
+    _seen.clear()
     _silence_default_error_printer()
     libvirt.virEventRegisterDefaultImpl()
     threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
@@ -242,6 +260,7 @@ class HostFacts:
     hypervisor_version: str
     cpu_model: str
     cells: tuple[NumaCell, ...]
+    online: frozenset[int] = frozenset()  # the host CPUs online now (a light read has no cells)
 
     @property
     def cpu_ids(self) -> frozenset[int]:
@@ -457,23 +476,44 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
     parameters and the vCPU threads' real affinity. A guest that vanishes mid-read is left out.
 
     ``light=True`` reads a running guest's live XML and scheduler parameters only (what re-planning a live
-    change needs); its config and affinity are then None and the caller keeps what it knew.
+    change needs, and what its snapshot holds); its config and affinity are then None. Of the host it reads
+    only which CPUs are online: name, versions and topology are left blank, and the caller keeps what it
+    knew.
     """
     started = time.perf_counter()
     conn = connect(uri)
     rt = RoundTrips(uri)
+    pool = ThreadPoolExecutor(max_workers=IN_FLIGHT_PER_CONNECTION)
     try:
-        _ncpus, cpumap, _online_count = rt.call(conn.getCPUMap)
+        # The host-wide questions go out together; a light read keeps the host's identity it already knows.
+        asked = {
+            "cpumap": pool.submit(rt.call, conn.getCPUMap),
+            "records": pool.submit(rt.call, conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0),
+        }
+        if not light:
+            asked["capabilities"] = pool.submit(rt.call, conn.getCapabilities)
+            asked["hostname"] = pool.submit(rt.call, conn.getHostname)
+            asked["libvirt"] = pool.submit(rt.call, conn.getLibVersion)
+            asked["hypervisor"] = pool.submit(rt.call, conn.getVersion)
+        ncpus, cpumap, _online_count = asked["cpumap"].result()
         online = cpumap_to_cpus(cpumap)
-        topology = parse_capabilities(rt.call(conn.getCapabilities), online)
-        host = HostFacts(
-            hostname=rt.call(conn.getHostname),
-            libvirt_version=_version(rt.call(conn.getLibVersion)),
-            hypervisor_version=_version(rt.call(conn.getVersion)),
-            cpu_model=topology.cpu_model,
-            cells=topology.cells,
-        )
-        records = rt.call(conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        if light:
+            host = HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model="", cells=())
+        else:
+            topology = parse_capabilities(asked["capabilities"].result(), online)
+            host = HostFacts(
+                hostname=asked["hostname"].result(),
+                libvirt_version=_version(asked["libvirt"].result()),
+                hypervisor_version=_version(asked["hypervisor"].result()),
+                cpu_model=topology.cpu_model,
+                cells=topology.cells,
+            )
+        host = dataclasses.replace(host, online=online)
+        records = asked["records"].result()
+        with _lock:
+            _seen[uri] = _Seen(
+                conn, ncpus, online, {dom.UUIDString(): dom for dom, _stats in records}, time.monotonic()
+            )
 
         def read(record: tuple[libvirt.virDomain, dict[str, Any]]) -> DomainFacts | None:
             dom, stats = record
@@ -490,11 +530,12 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
                 return None
 
         # A few guests' reads in flight at once on the one connection (libvirtd's default allows 5 per client).
-        with ThreadPoolExecutor(max_workers=IN_FLIGHT_PER_CONNECTION) as pool:
-            domains = [facts for facts in pool.map(read, records) if facts is not None]
+        domains = [facts for facts in pool.map(read, records) if facts is not None]
     except TransientVirtError:
         disconnect(uri)
         raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return Inventory(
         host=host,
         domains=tuple(sorted(domains, key=lambda d: d.name)),
@@ -552,7 +593,8 @@ def _set_sched(rt: RoundTrips, dom: libvirt.virDomain, sched: dict[str, int], fl
 
 
 class HostSession:
-    """One host's connection for a batch of guest changes: the CPU map and guest handles are read once.
+    """One host's connection for a batch of guest changes: the CPU map and guest handles are read once (or
+    taken from the inventory read this process just made of the host).
 
     Safe to use from several threads at once (libvirt multiplexes calls on one connection), which is how
     the apply engine keeps a few guests of one host in flight.
@@ -562,14 +604,23 @@ class HostSession:
         self.uri = uri
         self.conn = connect(uri)
         self.rt = RoundTrips(uri)
-        self.ncpus, cpumap, _online = self.rt.call(self.conn.getCPUMap)
-        self.online = cpumap_to_cpus(cpumap)
+        with _lock:
+            seen = _seen.get(uri)
+        fresh = seen is not None and seen.conn is self.conn and time.monotonic() - seen.at < SEEN_FRESH_SECONDS
+        self._seen = seen if fresh else None
+        if self._seen is not None:
+            self.ncpus, self.online = self._seen.ncpus, self._seen.online
+        else:
+            self.ncpus, cpumap, _online = self.rt.call(self.conn.getCPUMap)
+            self.online = cpumap_to_cpus(cpumap)
         self._domains: dict[str, libvirt.virDomain] = {}
         self._lock = threading.Lock()
 
     def domain(self, uuid: str) -> libvirt.virDomain:
         with self._lock:
             dom = self._domains.get(uuid)
+        if dom is None and self._seen is not None:
+            dom = self._seen.domains.get(uuid)
         if dom is None:
             dom = self.rt.call(self.conn.lookupByUUIDString, uuid)
             with self._lock:

@@ -66,6 +66,7 @@ class SyncResult:
     seconds: float = 0.0
     error: str = ""
     transient: bool = False
+    inventory: Inventory | None = None  # what was read, for a caller that needs more than the stored rows
 
 
 def sync_host(host_id: int) -> SyncResult:
@@ -93,15 +94,23 @@ def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResu
     with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
         fetched = list(pool.map(fetch, [host.uri for host in hosts]))
     results = []
-    for host, got in zip(hosts, fetched, strict=True):
-        if isinstance(got, VirtError):
-            mark_host_down(host.pk, got.message)
-            results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
-        else:
-            store_inventory(host.pk, got)
-            results.append(
-                SyncResult(host.pk, ok=True, domains=len(got.domains), round_trips=got.round_trips, seconds=got.seconds)
-            )
+    with transaction.atomic():  # one commit for them all (each host's rows are written in a savepoint)
+        for host, got in zip(hosts, fetched, strict=True):
+            if isinstance(got, VirtError):
+                mark_host_down(host.pk, got.message)
+                results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
+            else:
+                store_inventory(host.pk, got)
+                results.append(
+                    SyncResult(
+                        host.pk,
+                        ok=True,
+                        domains=len(got.domains),
+                        round_trips=got.round_trips,
+                        seconds=got.seconds,
+                        inventory=got,
+                    )
+                )
     order = {pk: i for i, pk in enumerate(host_ids)}
     return sorted(results, key=lambda r: order.get(r.host_id, 0))
 
@@ -184,14 +193,20 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
     host.status = Host.Status.UP
     host.last_error = ""
     host.last_seen_at = host.last_sync_at = now
-    host.hostname = inventory.host.hostname
-    host.libvirt_version = inventory.host.libvirt_version
-    host.hypervisor_version = inventory.host.hypervisor_version
-    host.cpu_model = inventory.host.cpu_model
+    if inventory.complete:  # a light read has only which CPUs are online
+        host.hostname = inventory.host.hostname
+        host.libvirt_version = inventory.host.libvirt_version
+        host.hypervisor_version = inventory.host.hypervisor_version
+        host.cpu_model = inventory.host.cpu_model
     host.sync_round_trips = inventory.round_trips
     host.sync_seconds = inventory.seconds
     host.save()
-    _store_topology(host, inventory)
+    if inventory.complete:
+        _store_topology(host, inventory)
+    else:
+        online = inventory.host.online
+        HostCPU.objects.filter(host=host, online=False, cpu_id__in=online).update(online=True)
+        HostCPU.objects.filter(host=host, online=True).exclude(cpu_id__in=online).update(online=False)
 
     existing = {str(d.uuid): d for d in Domain.objects.filter(host=host)}
     to_create: list[Domain] = []

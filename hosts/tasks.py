@@ -6,7 +6,7 @@ import logging
 import random
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 
 from hosts import apply, change_requests, services
 from hosts.models import Host
@@ -38,28 +38,35 @@ def sync_all_hosts() -> int:
     return len(host_ids)
 
 
-@shared_task(soft_time_limit=120, time_limit=150)
+# A job whose host runs another change is tried again about every 1.5 s, for up to this many tries.
+BUSY_RETRIES = 200
+
+
+def _run_jobs(job_ids: list[int], attempt: int) -> None:
+    busy = apply.run_jobs(job_ids)
+    if not busy:
+        return
+    if attempt >= BUSY_RETRIES:
+        apply.give_up_waiting(busy, f"{attempt} tries")
+        return
+    run_apply_jobs.apply_async((busy, attempt + 1), countdown=1 + random.random())  # noqa: S311 - jitter only
+
+
+# The apply runs inside these tasks, so they are acknowledged only when done and redelivered if their worker
+# dies: every step is idempotent (the request and each job are claimed, each guest's progress is stored).
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)
 def start_change_request(change_request_id: int) -> int:
-    """Re-plan an approved change request and queue one apply job per host (hosts run in parallel)."""
+    """Re-plan an approved change request, then apply it on its hosts in parallel, here and now."""
     job_ids = change_requests.start_change_request(change_request_id)
-    for job_id in job_ids:
-        run_apply_job.delay(job_id)
+    _run_jobs(job_ids, 0)
     return len(job_ids)
 
 
-@shared_task(
-    bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=120, soft_time_limit=300, time_limit=330
-)
-def run_apply_job(self: Task, job_id: int) -> str:
-    """Apply or roll back one change request on one host.
-
-    Idempotent (the job row is claimed, each guest's progress is stored), so it is acknowledged only when
-    done and redelivered if its worker dies. Waits while another change runs on the same host.
-    """
-    try:
-        return apply.run_job(job_id)
-    except change_requests.HostBusy as exc:
-        raise self.retry(countdown=1 + random.random(), exc=exc) from exc  # noqa: S311 - jitter only
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)
+def run_apply_jobs(job_ids: list[int], attempt: int = 0) -> int:
+    """Apply or roll back per-host jobs (hosts in parallel); jobs whose host is busy are tried again later."""
+    _run_jobs(job_ids, attempt)
+    return len(job_ids)
 
 
 @shared_task(soft_time_limit=10, time_limit=20)

@@ -11,7 +11,7 @@ from defusedxml.ElementTree import fromstring as parse_xml
 from hosts import services
 from hosts.cpulist import format_cpulist, parse_cpulist
 from hosts.fleet import Fleet
-from hosts.models import Domain, Host
+from hosts.models import Domain, Host, HostCPU
 from tests.conftest import virsh
 
 pytestmark = pytest.mark.fleet
@@ -174,14 +174,25 @@ def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: F
     name = f"{fleet.prefix}2-batch"
     before = Domain.objects.get(host=host, name=name)
     virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=777")
+    known = Host.objects.get(pk=host.pk)
+    HostCPU.objects.filter(host=host, cpu_id=1).update(online=False)  # as if it had been offline at the last sync
     try:
         [result] = services.sync_hosts([host.pk], light=True)
+        assert HostCPU.objects.get(host=host, cpu_id=1).online  # the light read still sees which CPUs are online
         after = Domain.objects.get(pk=before.pk)
         assert after.tuning_live["sched"]["cpu_shares"] == 777
         assert after.tuning_config == before.tuning_config and after.tuning_config is not None
         assert after.affinity == before.affinity and after.affinity
         running = Domain.objects.filter(host=host, state="running").count()
         stopped = Domain.objects.filter(host=host).count() - running
-        assert result.round_trips == 6 + 2 * running + 2 * stopped  # live XML and live caps only
+        # The CPU map and the guests' states, then live XML and live caps only.
+        assert result.round_trips == 2 + 2 * running + 2 * stopped
+        kept = Host.objects.get(pk=host.pk)
+        assert (kept.hostname, kept.libvirt_version, kept.cpu_model) == (
+            known.hostname,
+            known.libvirt_version,
+            known.cpu_model,
+        )
+        assert kept.hostname and kept.libvirt_version
     finally:
         virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=1024")
