@@ -5,7 +5,8 @@ CPU (:func:`hosts.libvirt_client.fetch_cpu_stats`), percentages from :mod:`hosts
 write of every frame (:mod:`hosts.history`) and one channel-layer message per watched group
 (:mod:`hosts.live`). A host someone is watching (its page or one of its guests' pages is open) is sampled
 every ``interval`` seconds (1 s), the others every ``background_interval`` (10 s) so history stays filled
-at little cost. Each host has its own thread, so a slow or dead host delays no other; a host that fails is
+at little cost. Each host has its own thread, ticking at its own phase of the interval, so a slow or dead
+host delays no other and the hosts' calls do not pile up at the same instant; a host that fails is
 retried with exponential backoff, its open charts are told it is down, and the line resumes after a gap
 when it answers again.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,10 @@ from hosts.stats import HostLoad, host_load
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+# Each host ticks at its own phase of the interval (the fractional part of host id x the golden ratio, a
+# spread that stays even however many hosts there are), so the hosts' bulk calls do not all land at once
+# on a collector, its database and a shared channel layer, and each frame waits for no other host's work.
+PHASE_STEP = 0.6180339887
 INVENTORY_REFRESH_SECONDS = 30.0
 TRIM_EVERY_TICKS = 15
 
@@ -40,6 +46,7 @@ class TickResult:
     frames: int = 0
     pushed: int = 0
     sample_wall: float = 0.0
+    fetch_seconds: float = 0.0  # the libvirt calls' wall time
     cpu_seconds: float = 0.0
     error: str = ""
 
@@ -85,12 +92,13 @@ class HostCollector:
     def tick(self, interval: float) -> TickResult:
         """Sample the host once, store and push what changed; on failure, note it and tell the charts."""
         self.refresh_inventory()
+        fetched = time.monotonic()
         try:
             sample = libvirt_client.fetch_cpu_stats(self.uri, self._cpu_ids)
         except VirtError as exc:
             return self._failed(exc)
         started = time.thread_time()
-        result = TickResult(sample_wall=sample.wall)
+        result = TickResult(sample_wall=sample.wall, fetch_seconds=time.monotonic() - fetched)
         messages: list[tuple[str, str]] = []
         if self.failures:
             log.info("host %s answers again", self.uri)
@@ -191,9 +199,16 @@ class HostCollector:
 class Collector:
     """Run one :class:`HostCollector` thread per registered host until stopped."""
 
-    def __init__(self, *, interval: float = 1.0, background_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = 1.0,
+        background_interval: float = 10.0,
+        on_tick: Callable[[int, TickResult], None] | None = None,
+    ) -> None:
         self.interval = interval
         self.background_interval = background_interval
+        self.on_tick = on_tick  # called from the host's thread after each tick (for the benchmark)
         self.publisher = live.Publisher()
         self.stop_event = threading.Event()
         self.watched_hosts: set[int] = set()
@@ -201,7 +216,8 @@ class Collector:
 
     def _host_loop(self, host_id: int, uri: str, stop: threading.Event) -> None:
         collector = HostCollector(host_id=host_id, uri=uri, publisher=self.publisher)
-        last_tick = -1e9
+        phase = (host_id * PHASE_STEP) % 1.0
+        last_tick = time.monotonic() - (1.0 - phase) * self.interval  # the first tick comes at its phase
         retry_at = 0.0
         while not stop.is_set() and not self.stop_event.is_set():
             # The interval is re-read every pass: a chart opened on a background host speeds it up at once.
@@ -222,6 +238,8 @@ class Collector:
                 close_old_connections()
             if result.error:
                 retry_at = time.monotonic() + collector.backoff_seconds()
+            if self.on_tick is not None:
+                self.on_tick(host_id, result)
 
     def sync_hosts(self) -> None:
         """Start a thread for each new host and stop those of hosts removed from the inventory."""

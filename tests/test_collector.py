@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -169,3 +170,38 @@ def test_a_watched_host_is_sampled_every_interval_and_an_unwatched_one_only_in_t
         for thread in threads:
             thread.join(timeout=15)
     assert len(frames(live.HOST, unwatched.pk)) <= 2
+
+
+def test_hosts_tick_at_their_own_phase_of_the_interval(fleet_hosts: list[Host]) -> None:
+    """Three watched hosts are not sampled at the same instant: each keeps its own phase of the interval,
+    so their bulk calls do not pile up on the daemons, the collector and the channel layer at once."""
+    interval = 0.5
+    starts: dict[int, list[float]] = {h.pk: [] for h in fleet_hosts}
+    collector = Collector(interval=interval, on_tick=lambda host_id, result: starts[host_id].append(result.sample_wall))
+    stop_marking = threading.Event()
+
+    def keep_watching() -> None:
+        while not stop_marking.is_set():
+            live.mark_watched([(live.HOST, h.pk) for h in fleet_hosts])
+            stop_marking.wait(1)
+
+    threads = [threading.Thread(target=keep_watching), threading.Thread(target=collector.run)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: all(len(s) >= 8 for s in starts.values()), 20, what="eight ticks of every host")
+    finally:
+        collector.stop()
+        stop_marking.set()
+        for thread in threads:
+            thread.join(timeout=15)
+
+    def phase(host_id: int) -> float:
+        """The host's median position in the interval, from its last ticks (the first ones include start-up)."""
+        ticks = sorted(t % interval for t in starts[host_id][3:8])
+        return ticks[len(ticks) // 2]
+
+    phases = sorted(phase(h.pk) for h in fleet_hosts)
+    gaps = [b - a for a, b in itertools.pairwise(phases)] + [interval - phases[-1] + phases[0]]
+    # Host ids n, n+1, n+2 sit 0.236 and 0.382 of the interval apart; ticking together they would be ~0.
+    assert min(gaps) > 0.15 * interval, (phases, gaps)
