@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/inventory.py
 	$(PY) bench/apply.py
 	$(PY) bench/stats.py
+	$(PY) bench/browser.py
 
 fleet-up: setup
 	$(PY) manage.py fleet up --register

@@ -511,7 +511,7 @@ class Profiler:
 
 def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     """Run one change request in this process, without Celery, timed by function."""
-    from hosts import apply, change_requests, libvirt_client, services, tasks
+    from hosts import apply, change_requests, libvirt_client, live, services, tasks
 
     index = state.next_values()
     sync_all(state)
@@ -534,11 +534,7 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     profiler.wrap(apply, "verify", "verify (compare)")
     profiler.wrap(apply, "_event", "audit event rows")
     profiler.wrap(apply, "_save", "target row saves")
-    with contextlib.suppress(ImportError):
-        import hosts.live
-
-        if hasattr(hosts.live, "announce_marker"):
-            profiler.wrap(hosts.live, "announce_marker", "announce_marker (live chart, on commit)")
+    profiler.wrap(live, "announce_markers", "announce_markers (live charts, after commit)")
     profiler.wrap_round_trips()
     started = time.perf_counter()
     try:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -250,3 +252,64 @@ def _fresh_libvirt_connections() -> Iterator[None]:
     yield
     for uri in list(libvirt_client._connections):
         libvirt_client.disconnect(uri)
+
+
+# --- a real web server for the browser tests ------------------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="isoweb.settings_test",
+        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+    )
+    return env
+
+
+def _spawn(name: str, args: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's life
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, log
+
+
+@pytest.fixture
+def web_server(fleet_hosts: list[Host], redis_server: str) -> Iterator[str]:
+    """Daphne on a free loopback port, serving pages, the API and the websockets from the test database."""
+    port = _free_port()
+    proc, log = _spawn(
+        "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"]
+    )
+
+    def answers() -> bool:
+        assert proc.poll() is None, "daphne exited; see artifacts/charts/daphne.log"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 30, what="daphne")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+        log.close()

@@ -23,9 +23,13 @@
 
   // Turn frames into uPlot columns: x, then one column per series; a frame flagged "gap" (first after a
   // restart or an outage) and any hole longer than maxHole break the line instead of bridging it.
-  function columns(frames, seriesDefs, maxHole) {
+  // Series that are not shown all get one shared column of nulls, so hidden series cost nothing to build;
+  // showing one from the legend redraws the chart with its values.
+  function columns(frames, seriesDefs, maxHole, isShown) {
     var xs = [];
-    var cols = seriesDefs.map(function () { return []; });
+    var live = [];
+    seriesDefs.forEach(function (def, i) { if (isShown(def, i)) { live.push(i); } });
+    var cols = live.map(function () { return []; });
     var prevT = null;
     frames.forEach(function (f) {
       if (prevT !== null && (f.gap || f.t - prevT > maxHole)) {
@@ -33,16 +37,137 @@
         cols.forEach(function (c) { c.push(null); });
       }
       xs.push(f.t);
-      seriesDefs.forEach(function (def, i) { cols[i].push(def.value(f)); });
+      for (var k = 0; k < live.length; k++) { cols[k].push(seriesDefs[live[k]].value(f)); }
       prevT = f.t;
     });
-    return [xs].concat(cols);
+    var empty = xs.map(function () { return null; });
+    var out = seriesDefs.map(function () { return empty; });
+    live.forEach(function (i, k) { out[i] = cols[k]; });
+    return [xs].concat(out);
   }
 
-  function keyed(ids, values, id) {
+  // A frame's value for one id (vCPU or host CPU number). The id -> position index is built once per frame
+  // and kept on it, so a chart with V series costs O(V) per frame, not O(V^2).
+  // A window holding more frames than the chart has room for (one per 2 pixels) is drawn from k-second
+  // buckets, aligned on the clock, each holding every series' highest value in it: peaks stay visible and a
+  // 15-minute window draws half the points. Finished buckets are kept, so an update merges only the newest.
+  function Thinner() { this.k = 0; this.done = {}; }
+
+  Thinner.prototype.thin = function (frames, room) {
+    var k = Math.ceil(frames.length / room);
+    if (k <= 1) { return frames; }
+    if (k !== this.k) { this.k = k; this.done = {}; }
+    var out = [], done = this.done, kept = {};
+    var i = 0;
+    while (i < frames.length) {
+      var bucket = Math.floor(frames[i].t / k);
+      var j = i + 1;
+      while (j < frames.length && Math.floor(frames[j].t / k) === bucket && !frames[j].gap && sameIds(frames[j], frames[i])) { j++; }
+      var last = j === frames.length;  // the newest bucket may still grow
+      var cacheKey = bucket + ":" + frames[i].t + ":" + (j - i);
+      var merged = !last && done[cacheKey];
+      if (!merged) {
+        merged = frames[i];
+        for (var m = i + 1; m < j; m++) { merged = higher(merged, frames[m]); }
+      }
+      if (!last) { kept[cacheKey] = merged; }
+      out.push(merged);
+      i = j;
+    }
+    this.done = kept;
+    return out;
+  };
+
+  function sameIds(a, b) {
+    var x = a.n || a.i || [], y = b.n || b.i || [];
+    if (x.length !== y.length) { return false; }
+    for (var i = 0; i < x.length; i++) { if (x[i] !== y[i]) { return false; } }
+    return true;
+  }
+
+  // One frame from two neighbours: the later time, each value the higher of the two.
+  function higher(a, b) {
+    var out = {};
+    Object.keys(b).forEach(function (key) {
+      var x = a[key], y = b[key];
+      if (key === "t" || key === "n" || key === "i") {
+        out[key] = y;
+      } else if (key === "gap") {
+        out[key] = a.gap;
+      } else if (Array.isArray(y)) {
+        out[key] = y.map(function (v, n) { var w = x ? x[n] : null; return w === null || w === undefined || (v !== null && v > w) ? v : w; });
+      } else {
+        out[key] = x === null || x === undefined || (y !== null && y > x) ? y : x;
+      }
+    });
+    if (a.gap) { out.gap = a.gap; }
+    return out;
+  }
+
+  function keyed(f, idField, valueField, id) {
+    var ids = f[idField], values = f[valueField];
     if (!ids || !values) { return null; }
-    var at = ids.indexOf(id);
-    return at === -1 ? null : values[at];
+    var index = f["_at_" + idField];
+    if (!index) {
+      index = {};
+      for (var i = 0; i < ids.length; i++) { index[ids[i]] = i; }
+      Object.defineProperty(f, "_at_" + idField, { value: index, enumerable: false });
+    }
+    var at = index[id];
+    return at === undefined ? null : values[at];
+  }
+
+  // Max, mean and min over a frame's values (nulls skipped), kept on the frame like the index above.
+  function spread(f, valueField) {
+    var key = "_spread_" + valueField;
+    if (f[key]) { return f[key]; }
+    var values = f[valueField] || [];
+    var max = null, min = null, sum = 0, count = 0;
+    for (var i = 0; i < values.length; i++) {
+      var v = values[i];
+      if (v === null || v === undefined) { continue; }
+      if (max === null || v > max) { max = v; }
+      if (min === null || v < min) { min = v; }
+      sum += v; count++;
+    }
+    var out = { max: max, mean: count ? Math.round(sum / count * 10) / 10 : null, min: min };
+    Object.defineProperty(f, key, { value: out, enumerable: false });
+    return out;
+  }
+
+  // Above this many per-thread series, a chart opens with their max, mean and min plus the busiest few; every
+  // series is still there to show from the legend or "all". Drawn one by one, 64 lines cost a software-
+  // rendered browser about 30 ms per chart per second; the summary keeps an update within one frame.
+  var MANY_SERIES = 16;
+  var BUSIEST_SHOWN = 4;
+
+  // Series for one value per id (vCPU or host CPU): each id's line, and for many ids the summary lines.
+  // ``building``: a chart is being (re)built, so which series open shown matters; otherwise it is skipped.
+  function perIdSeries(frames, idField, valueField, label, summaryLabel, building) {
+    var ids = idsIn(frames, idField);
+    var many = ids.length > MANY_SERIES;
+    var shown = {};
+    if (many && building) {
+      // The busiest ids over the frames drawn, by their mean.
+      var sums = {};
+      frames.forEach(function (f) {
+        ids.forEach(function (id) { sums[id] = (sums[id] || 0) + (keyed(f, idField, valueField, id) || 0); });
+      });
+      ids.slice().sort(function (a, b) { return sums[b] - sums[a] || a - b; }).slice(0, BUSIEST_SHOWN)
+        .forEach(function (id) { shown[id] = true; });
+    }
+    var defs = [];
+    if (many) {
+      [["max", "#000", 1.5], ["mean", "#555", 1], ["min", "#999", 1]].forEach(function (s) {
+        defs.push({ label: summaryLabel + " " + s[0], stroke: s[1], width: s[2],
+          value: function (f) { return spread(f, valueField)[s[0]]; } });
+      });
+    }
+    ids.forEach(function (id, i) {
+      defs.push({ label: label(id), stroke: color(i), hidden: many && !shown[id],
+        value: function (f) { return keyed(f, idField, valueField, id); } });
+    });
+    return defs;
   }
 
   function idsIn(frames, field) {
@@ -106,24 +231,29 @@
 
   function Chart(container, opts) {
     this.container = container;
-    this.opts = opts; // {title, yLabel, seriesFor(frames) -> defs, caps(), markers(), toggles}
+    this.opts = opts; // {title, yLabel, seriesFor(frames) -> defs, caps(), markers(), redraw()}
     this.plot = null;
     this.signature = "";
     this.hidden = {};
   }
 
   Chart.prototype.render = function (frames, xRange, maxHole) {
-    var defs = this.opts.seriesFor(frames);
+    var defs = this.opts.seriesFor(frames, false);
     var signature = defs.map(function (d) { return d.label; }).join("|");
-    var data = columns(frames, defs, maxHole);
     var self = this;
     this.xRange = xRange;
     if (this.plot && signature === this.signature) {
-      this.plot.setData(data, false);
-      this.plot.setScale("x", { min: xRange[0], max: xRange[1] });
+      var plot = this.plot;
+      var data = columns(frames, defs, maxHole, function (_def, i) { return plot.series[i + 1].show; });
+      plot.batch(function () {  // one redraw for the new data and the moved window
+        plot.setData(data, false);
+        plot.setScale("x", { min: xRange[0], max: xRange[1] });
+      });
       return;
     }
     // The set of series changed (first data, a vCPU hotplugged): rebuild, keeping the user's toggles.
+    defs = this.opts.seriesFor(frames, true);
+    data = columns(frames, defs, maxHole, function (def) { return self.isShown(def); });
     if (this.plot) { this.plot.destroy(); }
     this.signature = signature;
     this.plot = new uPlot({
@@ -138,14 +268,22 @@
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
       series: [{}].concat(defs.map(function (d) {
-        return { label: d.label, stroke: d.stroke, width: d.width || 1.25, dash: d.dash, spanGaps: false,
-          show: self.hidden[d.label] === undefined ? !d.hidden : !self.hidden[d.label], points: { show: false } };
+        // 1 px lines take the browser's fast hairline path: with many series that is most of a redraw.
+        return { label: d.label, stroke: d.stroke, width: d.width || 1, dash: d.dash, spanGaps: false,
+          show: self.isShown(d), points: { show: false } };
       })),
       hooks: {
         draw: [drawCaps(this.opts.caps), drawMarkers(this.opts.markers)],
-        setSeries: [function (u, idx) { if (idx) { self.hidden[u.series[idx].label] = !u.series[idx].show; } }],
+        setSeries: [function (u, idx) {
+          if (idx) { self.hidden[u.series[idx].label] = !u.series[idx].show; }
+          if (self.opts.redraw) { self.opts.redraw(); }  // a series just shown needs its values
+        }],
       },
     }, data, this.container);
+  };
+
+  Chart.prototype.isShown = function (def) {
+    return this.hidden[def.label] === undefined ? !def.hidden : !this.hidden[def.label];
   };
 
   Chart.prototype.setAll = function (show) {
@@ -170,6 +308,13 @@
     this.status = root.querySelector(".chart-status");
     this.charts = [];
     this.latestTarget = root.querySelector("[data-latest]");
+    this.thinner = new Thinner();
+    // Read once (and on resize), never while drawing: reading a size then would force a layout each second.
+    this.room = 600;
+    var self = this;
+    var measure = function () { self.room = Math.max(100, Math.floor((root.clientWidth || 1200) / 2)); };
+    measure();
+    window.addEventListener("resize", measure);
     this.retry = 1000;
     this.build();
     this.connect();
@@ -195,31 +340,26 @@
       var opts;
       if (which === "guest-cpu") {
         opts = { title: "CPU time (% of one CPU)", yLabel: "%", caps: self.capLines("vcpu"), markers: markers,
-          seriesFor: function (frames) {
-            var defs = idsIn(frames, "n").map(function (n, i) {
-              return { label: "vCPU " + n, stroke: color(i), value: function (f) { return keyed(f.n, f.v, n); } };
-            });
+          seriesFor: function (frames, building) {
+            var defs = perIdSeries(frames, "n", "v", function (n) { return "vCPU " + n; }, "vCPUs", building);
             defs.push({ label: "emulator + I/O threads", stroke: "#000", width: 2, dash: [4, 3], value: function (f) { return f.o === undefined ? null : f.o; } });
             defs.push({ label: "guest total", stroke: "#888", width: 1, hidden: defs.length > 9, value: function (f) { return f.g === undefined ? null : f.g; } });
             return defs;
           } };
       } else if (which === "guest-delay") {
         opts = { title: "Run-queue delay / steal (% of the time)", yLabel: "%", caps: noCaps, markers: markers,
-          seriesFor: function (frames) {
-            return idsIn(frames, "n").map(function (n, i) {
-              return { label: "vCPU " + n + " delay", stroke: color(i), value: function (f) { return keyed(f.n, f.d, n); } };
-            });
+          seriesFor: function (frames, building) {
+            return perIdSeries(frames, "n", "d", function (n) { return "vCPU " + n + " delay"; }, "delay", building);
           } };
       } else if (which === "host-cpu") {
         opts = { title: "Host CPU busy (%)", yLabel: "%", caps: noCaps, markers: markers,
-          seriesFor: function (frames) {
-            return idsIn(frames, "i").map(function (c, i) {
-              return { label: "CPU " + c, stroke: color(i), value: function (f) { return keyed(f.i, f.b, c); } };
-            });
+          seriesFor: function (frames, building) {
+            return perIdSeries(frames, "i", "b", function (c) { return "CPU " + c; }, "CPUs", building);
           } };
       } else {
         return;
       }
+      opts.redraw = function () { self.schedule(); };
       self.charts.push(new Chart(holder, opts));
     });
 
@@ -319,20 +459,32 @@
     this.latestTarget.dataset.latest = JSON.stringify(latest);
   };
 
+  // Paint each host CPU's load on the CPU map. The cells are looked up once; a cell is written only when its
+  // rounded load changed, so a quiet host costs the page no style or layout work.
   LivePage.prototype.paintCpuMap = function (busy) {
+    if (!this.cpuCells) {
+      var cells = this.cpuCells = {};
+      document.querySelectorAll(".cpumap .cpu[data-cpu-id]").forEach(function (cell) {
+        cells[cell.dataset.cpuId] = { cell: cell, label: null, shown: null };
+      });
+    }
+    var cells = this.cpuCells;
     Object.keys(busy).forEach(function (id) {
-      var cell = document.querySelector('.cpumap .cpu[data-cpu-id="' + id + '"]');
-      if (!cell) { return; }
-      var pct = busy[id] === null ? 0 : busy[id];
-      cell.style.setProperty("--load", String(pct / 100));
-      cell.classList.add("has-load");
-      var label = cell.querySelector(".cpu-load");
-      if (!label) {
-        label = el("span", { "class": "cpu-load", "aria-label": "load" });
-        var head = cell.querySelector(".cpu-head") || cell;
-        head.appendChild(label);
+      var entry = cells[id];
+      if (!entry) { return; }
+      var pct = Math.round(busy[id] === null ? 0 : busy[id]);
+      if (entry.shown === pct) { return; }
+      entry.shown = pct;
+      if (!entry.label) {
+        entry.label = el("span", { "class": "cpu-load", "aria-label": "load" });
+        (entry.cell.querySelector(".cpu-head") || entry.cell).appendChild(entry.label);
+        entry.fill = el("span", { "class": "cpu-fill", "aria-hidden": "true" });
+        entry.cell.insertBefore(entry.fill, entry.cell.firstChild);
+        entry.cell.classList.add("has-load");
       }
-      label.textContent = Math.round(pct) + " %";
+      // A transform only: the compositor moves the fill, nothing is laid out or repainted.
+      entry.fill.style.transform = "scaleY(" + pct / 100 + ")";
+      entry.label.textContent = pct + " %";
     });
   };
 
@@ -357,8 +509,9 @@
       frames = this.full.filter(function (f) { return f.t >= start; });
       maxHole = 30;
     }
-    this.charts.forEach(function (c) { c.render(frames, [start, newest], maxHole); });
     this.root.dataset.rendered = String(frames.length);
+    frames = this.thinner.thin(frames, this.room);
+    this.charts.forEach(function (c) { c.render(frames, [start, newest], maxHole); });
   };
 
   document.addEventListener("DOMContentLoaded", function () {
