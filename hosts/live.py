@@ -76,6 +76,9 @@ def status_text(kind: str, object_id: int, *, up: bool, reason: str = "") -> str
     return json.dumps({"type": "status", "kind": kind, "id": int(object_id), "up": up, "reason": reason[:300]})
 
 
+SENDS_IN_FLIGHT = 32  # group sends one publisher has in flight at once, across all its callers
+
+
 class Publisher:
     """Send many messages to many groups from sync threads, on one private event loop."""
 
@@ -84,11 +87,18 @@ class Publisher:
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-publisher", daemon=True)
         self._thread.start()
         self._layer = get_channel_layer()
+        # Each group send holds a Redis connection while it runs, and the channel layer's pool refuses more
+        # than 100 at once ("Too many connections"): a tick of a host with 100 guests, or several hosts
+        # ticking together, would lose frames. Every send of this publisher shares this bound instead.
+        self._in_flight = asyncio.Semaphore(SENDS_IN_FLIGHT)
+
+    async def _send_one(self, group: str, text: str) -> None:
+        async with self._in_flight:
+            await self._layer.group_send(group, {"type": "live.text", "text": text})
 
     async def _send_all(self, messages: list[tuple[str, str]]) -> None:
         results = await asyncio.gather(
-            *(self._layer.group_send(group, {"type": "live.text", "text": text}) for group, text in messages),
-            return_exceptions=True,
+            *(self._send_one(group, text) for group, text in messages), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
@@ -222,3 +224,35 @@ def test_a_live_marker_from_the_apply_engine_brings_the_caps_it_left_behind(
     marker, caps = run(scenario())
     assert marker["type"] == "marker" and marker["kind"] == "change.applied"
     assert caps == {"type": "caps", "caps": {"vcpu": 50.0}}
+
+
+def test_one_push_to_more_groups_than_the_redis_pool_holds_loses_nothing(
+    redis_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tick of a host with 150 guests sends 150 group messages at once; the channel layer's Redis pool
+    holds 100 connections, so unbounded, a third of the frames would be dropped ("Too many connections")."""
+    layer = get_channel_layer()
+    assert layer is not None
+    count = 150
+
+    async def join() -> list[str]:
+        names = []
+        for i in range(count):
+            name = await layer.new_channel()
+            await layer.group_add(f"pushtest-{i}", name)
+            names.append(name)
+        return names
+
+    channels = async_to_sync(join)()
+    publisher = live.Publisher()
+    try:
+        with caplog.at_level(logging.WARNING, logger="hosts.live"):
+            publisher.send([(f"pushtest-{i}", f"frame {i}") for i in range(count)], timeout=30)
+    finally:
+        publisher.close()
+    assert not [r.getMessage() for r in caplog.records if "could not push" in r.getMessage()]
+
+    async def receive_all() -> list[dict[str, Any]]:
+        return [await asyncio.wait_for(layer.receive(name), 5) for name in channels]
+
+    assert [m["text"] for m in async_to_sync(receive_all)()] == [f"frame {i}" for i in range(count)]
