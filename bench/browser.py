@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +36,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT, Deadline, bench_env, port_answers, setup_django, start_redis, stop_process, wait_for
+from common import (
+    Deadline,
+    bench_env,
+    percentile,
+    setup_django,
+    start_daphne,
+    start_redis,
+    stop_process,
+    viewer_session,
+)
 
 REDIS_PORT = 6398
 CHROMIUM = "/usr/bin/chromium"
@@ -81,19 +87,6 @@ PROBE = """
     .observe({ type: "longtask", buffered: true });
 })();
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- inventory and data --------------------------------------------------------------------------------
@@ -246,26 +239,23 @@ def measure_page(context: Any, url: str, window: str, seconds: float) -> dict[st
         "updates": updates,
         "points": rendered,
         "first_draw_ms": first_draw_ms,
-        "handler_p95": _pct(handler, 0.95),
-        "redraw_p50": _pct(redraw, 0.5),
-        "redraw_p95": _pct(redraw, 0.95),
-        "work_p50": _pct(work, 0.5),
-        "work_p95": _pct(work, 0.95),
+        "handler_p95": percentile(handler, 0.95),
+        "redraw_p50": percentile(redraw, 0.5),
+        "redraw_p95": percentile(redraw, 0.95),
+        "work_p50": percentile(work, 0.5),
+        "work_p95": percentile(work, 0.95),
         "work_max": max(work, default=float("nan")),
         "long_tasks": len(probe["long"]),
-        "gap_p95": _pct(probe["gaps"], 0.95),
+        "gap_p95": percentile(probe["gaps"], 0.95),
         "gaps_over_50": sum(1 for g in probe["gaps"] if g > 50),
         "frames": len(probe["gaps"]),
     }
 
 
 def run(args: argparse.Namespace, var_dir: Path, env: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    from django.contrib.auth.models import User
-    from django.test import Client
     from playwright.sync_api import sync_playwright
 
     from hosts import live
-    from hosts.roles import VIEWER, ensure_role_groups
 
     deadline = Deadline(args.budget)
     rows = make_inventory()
@@ -276,25 +266,11 @@ def run(args: argparse.Namespace, var_dir: Path, env: dict[str, str]) -> list[tu
         (live.GUEST, rows["narrow"].pk, lambda t, s: guest_frame(t, 1, s)),
         (live.HOST, rows["small"].pk, lambda t, s: host_frame(t, [0, 1], s)),
     ]
-    user = User.objects.create_user("bench")
-    user.groups.add(ensure_role_groups()[VIEWER])
-    web = Client()
-    web.force_login(user)
-    session = web.cookies["sessionid"].value
-
-    port = _free_port()
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    session = viewer_session()
+    daphne, port = start_daphne(env)
     feed = Feed(series)
     results = []
     try:
-        wait_for(lambda: port_answers(port), 30, "Daphne")
         feed.prefill()
         feed.thread.start()
         base = f"http://127.0.0.1:{port}"

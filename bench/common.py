@@ -183,6 +183,56 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_daphne(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Serve isoweb with Daphne on a free loopback port (in its own session); return it once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: proc.poll() is not None or port_answers(port), 30, "Daphne")
+    except BenchError:
+        stop_process(proc)
+        raise
+    if proc.poll() is not None:
+        raise BenchError("Daphne exited at start")
+    return proc, port
+
+
+def viewer_session(username: str = "bench") -> str:
+    """The session id of a logged-in user with the viewer role (Django must be set up)."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from hosts.roles import VIEWER, ensure_role_groups
+
+    user = User.objects.filter(username=username).first() or User.objects.create_user(username)
+    user.groups.add(ensure_role_groups()[VIEWER])
+    web = Client()
+    web.force_login(user)
+    return str(web.cookies["sessionid"].value)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank), NaN for none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def virsh(uri: str, args: tuple[str, ...], timeout: float) -> str:
     """Run one virsh command as its own process, as a shell script would, and return its output."""
     try:

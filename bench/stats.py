@@ -40,10 +40,12 @@ from common import (
     Deadline,
     bench_env,
     bench_fleet,
-    port_answers,
+    percentile,
     setup_django,
+    start_daphne,
     start_redis,
     stop_process,
+    viewer_session,
     wait_for,
 )
 
@@ -152,31 +154,19 @@ def client_main(args: argparse.Namespace) -> int:
 # --- the benchmark ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _guest_cpu(uris: list[str], seconds: float) -> tuple[float, int]:
     """The guests' total CPU use over ``seconds``, in % of one CPU, and how many guests run."""
     from hosts import libvirt_client
+    from hosts.stats import host_load
 
     before = [libvirt_client.fetch_cpu_stats(uri) for uri in uris]
     time.sleep(seconds)
     total, count = 0.0, 0
     for uri, first in zip(uris, before, strict=True):
         second = libvirt_client.fetch_cpu_stats(uri)
-        had = {g.uuid: g.cpu_time for g in first.guests}
-        used = sum(g.cpu_time - had[g.uuid] for g in second.guests if g.uuid in had)
-        total += used / 1e9 / (second.mono - first.mono) * 100
+        load = host_load(first, second, max_dt=10 * seconds)
+        if load is not None:
+            total += sum(guest.total for guest in load.guests.values())
         count += len(second.guests)
     return total, count
 
@@ -201,12 +191,10 @@ def settle(uris: list[str], deadline: Deadline) -> None:
 
 def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: Deadline) -> dict[str, Any]:
     """Run one scenario: bring the fleet to size, register it, then measure collector, floor and per-guest."""
-    from django.test import Client
 
     from hosts import libvirt_client, services
     from hosts.collector import Collector, TickResult
     from hosts.models import Domain, Host
-    from hosts.roles import VIEWER, ensure_role_groups
 
     fleet = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, hosts, guests)
     fleet.up()
@@ -224,27 +212,12 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
     if running.count() != hosts * guests:
         raise RuntimeError(f"expected {hosts * guests} running guests, found {running.count()}")
 
-    from django.contrib.auth.models import User
-
-    user = User.objects.filter(username="bench").first() or User.objects.create_user("bench")
-    user.groups.add(ensure_role_groups()[VIEWER])
-    web = Client()
-    web.force_login(user)
-    cookie = f"sessionid={web.cookies['sessionid'].value}"
+    cookie = f"sessionid={viewer_session()}"
     paths = [f"/ws/hosts/{h.pk}/" for h in registered] + [f"/ws/guests/{d.pk}/" for d in running]
 
-    port = _free_port()
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    daphne, port = start_daphne(env)
     client = None
     try:
-        wait_for(lambda: port_answers(port), 30, "Daphne")
         seconds = ticks + 8
         client_args = ["--client", "--port", str(port), "--cookie", cookie, "--paths", ",".join(paths)]
         client = subprocess.Popen(
@@ -306,16 +279,16 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
         "floor_cpu_ms": floor_cpu,
         "per_guest_cpu_ms": per_guest_cpu,
         "frames": len(latencies),
-        "p50_ms": _pct(steady, 0.5),
-        "p95_ms": _pct(steady, 0.95),
-        "handover_p95_ms": _pct(handed_over_ms, 0.95),
-        "fetch_p50_ms": _pct(fetch_ms, 0.5),
-        "fetch_p95_ms": _pct(fetch_ms, 0.95),
-        "all_p50_ms": _pct(latencies, 0.5),
-        "all_p95_ms": _pct(latencies, 0.95),
-        "floor_p50_ms": _pct(libvirt_ms, 0.5),
-        "floor_p95_ms": _pct(libvirt_ms, 0.95),
-        "per_guest_p95_ms": _pct(per_guest_ms, 0.95),
+        "p50_ms": percentile(steady, 0.5),
+        "p95_ms": percentile(steady, 0.95),
+        "handover_p95_ms": percentile(handed_over_ms, 0.95),
+        "fetch_p50_ms": percentile(fetch_ms, 0.5),
+        "fetch_p95_ms": percentile(fetch_ms, 0.95),
+        "all_p50_ms": percentile(latencies, 0.5),
+        "all_p95_ms": percentile(latencies, 0.95),
+        "floor_p50_ms": percentile(libvirt_ms, 0.5),
+        "floor_p95_ms": percentile(libvirt_ms, 0.95),
+        "per_guest_p95_ms": percentile(per_guest_ms, 0.95),
     }
 
 
