@@ -6,6 +6,7 @@ The fleet, Redis and the worker are started once per session on the tests' own p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -264,6 +265,29 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@contextlib.contextmanager
+def logged_in_page(base: str, user: User) -> Iterator[Any]:
+    """Debian's Chromium, headless (Playwright), with one page logged in as ``user`` through the login form.
+
+    Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls: read what the
+    test needs from the database before entering.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(f"{base}/accounts/login/")
+            page.fill("input[name=username]", user.username)
+            page.fill("input[name=password]", f"{user.username}-pass-123")
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_url(lambda url: "/accounts/login/" not in url)
+            yield page
+        finally:
+            browser.close()
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,27 @@ from hosts.models import Domain, Host
 from tests.conftest import virsh, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+
+def run_watching(collector: Collector, hosts: list[Host], done: Callable[[], bool], timeout: float, what: str) -> None:
+    """Run ``collector`` with ``hosts`` marked watched (as an open chart keeps them) until ``done()``."""
+    stop_marking = threading.Event()
+
+    def keep_watching() -> None:
+        while not stop_marking.is_set():
+            live.mark_watched([(live.HOST, h.pk) for h in hosts])
+            stop_marking.wait(1)
+
+    threads = [threading.Thread(target=keep_watching), threading.Thread(target=collector.run)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(done, timeout, what=what)
+    finally:
+        collector.stop()
+        stop_marking.set()
+        for thread in threads:
+            thread.join(timeout=15)
 
 
 @pytest.fixture
@@ -152,23 +173,9 @@ def test_a_watched_host_is_sampled_every_interval_and_an_unwatched_one_only_in_t
     watched, unwatched = fleet_hosts[0], fleet_hosts[1]
     history.client().delete(*(history.key(history.FULL, live.HOST, h.pk) for h in fleet_hosts))
     collector = Collector(interval=0.5, background_interval=4.0)
-    stop_marking = threading.Event()
-
-    def keep_watching() -> None:
-        while not stop_marking.is_set():
-            live.mark_watched([(live.HOST, watched.pk)])
-            stop_marking.wait(1)
-
-    threads = [threading.Thread(target=keep_watching), threading.Thread(target=collector.run)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(frames(live.HOST, watched.pk)) >= 10, 15, what="frames of the watched host")
-    finally:
-        collector.stop()
-        stop_marking.set()
-        for thread in threads:
-            thread.join(timeout=15)
+    run_watching(
+        collector, [watched], lambda: len(frames(live.HOST, watched.pk)) >= 10, 15, "frames of the watched host"
+    )
     assert len(frames(live.HOST, unwatched.pk)) <= 2
 
 
@@ -178,23 +185,9 @@ def test_hosts_tick_at_their_own_phase_of_the_interval(fleet_hosts: list[Host]) 
     interval = 0.5
     starts: dict[int, list[float]] = {h.pk: [] for h in fleet_hosts}
     collector = Collector(interval=interval, on_tick=lambda host_id, result: starts[host_id].append(result.sample_wall))
-    stop_marking = threading.Event()
-
-    def keep_watching() -> None:
-        while not stop_marking.is_set():
-            live.mark_watched([(live.HOST, h.pk) for h in fleet_hosts])
-            stop_marking.wait(1)
-
-    threads = [threading.Thread(target=keep_watching), threading.Thread(target=collector.run)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: all(len(s) >= 8 for s in starts.values()), 20, what="eight ticks of every host")
-    finally:
-        collector.stop()
-        stop_marking.set()
-        for thread in threads:
-            thread.join(timeout=15)
+    run_watching(
+        collector, fleet_hosts, lambda: all(len(s) >= 8 for s in starts.values()), 20, "eight ticks of every host"
+    )
 
     def phase(host_id: int) -> float:
         """The host's median position in the interval, from its last ticks (the first ones include start-up)."""

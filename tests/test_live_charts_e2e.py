@@ -22,7 +22,7 @@ from rest_framework.authtoken.models import Token
 from hosts import services
 from hosts.fleet import Fleet
 from hosts.models import Domain, Host
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, _spawn, _stop, virsh, wait_for
+from tests.conftest import ARTIFACTS, _spawn, _stop, logged_in_page, virsh, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -81,85 +81,71 @@ def test_the_burners_chart_shows_100_percent_then_20_after_an_approved_cap_with_
     operator: User,
     approver: User,
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     # Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls: everything
     # from the database is read here, and the API is called over HTTP with tokens.
     tokens = {"operator": _token(operator), "approver": _token(approver), "viewer": _token(viewer)}
     guest_url = f"{web_server}{burner.get_absolute_url()}"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"{web_server}/accounts/login/")
-            page.fill("input[name=username]", viewer.username)
-            page.fill("input[name=password]", f"{viewer.username}-pass-123")
-            page.click("button[type=submit], input[type=submit]")
-            page.wait_for_url(lambda url: "/accounts/login/" not in url)
-            page.goto(guest_url)
+    with logged_in_page(web_server, viewer) as page:
+        page.goto(guest_url)
 
-            def latest() -> dict[str, Any]:
-                raw = page.get_attribute("[data-latest]", "data-latest") or "{}"
-                return json.loads(raw) if raw else {}
+        def latest() -> dict[str, Any]:
+            raw = page.get_attribute("[data-latest]", "data-latest") or "{}"
+            return json.loads(raw) if raw else {}
 
-            def vcpu0() -> float | None:
-                return latest().get("vcpu", {}).get("0")
+        def vcpu0() -> float | None:
+            return latest().get("vcpu", {}).get("0")
 
-            wait_for(lambda: (vcpu0() or 0) >= 90, 30, 0.5, "vCPU 0 near 100 % on the chart")
-            assert vcpu0() is not None and vcpu0() <= 100  # type: ignore[operator]
+        wait_for(lambda: (vcpu0() or 0) >= 90, 30, 0.5, "vCPU 0 near 100 % on the chart")
+        assert vcpu0() is not None and vcpu0() <= 100  # type: ignore[operator]
 
-            profile = _api(
-                web_server,
-                tokens["operator"],
-                "/api/profiles/",
-                {
-                    "name": "cap20",
-                    "description": "",
-                    "content": {"sched": {"vcpu_period": 100000, "vcpu_quota": 20000}},
-                },
-            )
-            change = _api(
-                web_server,
-                tokens["operator"],
-                "/api/change-requests/",
-                {"profile": profile["id"], "domains": [burner.pk], "scope": "live", "reason": "cap the burner"},
-            )
-            assert change["status"] == "pending"
-            _api(web_server, tokens["approver"], f"/api/change-requests/{change['id']}/approve/", {"comment": "ok"})
-            wait_for(
-                lambda: (
-                    _api(web_server, tokens["viewer"], f"/api/change-requests/{change['id']}/")["status"] == "applied"
-                ),
-                60,
-                0.5,
-                "the change request to be applied",
-            )
-            applied_at = time.monotonic()
-            wait_for(lambda: 10 <= (vcpu0() or 100) <= 30, 5, 0.25, "vCPU 0 near 20 % on the chart within 5 s")
-            assert time.monotonic() - applied_at <= 5
+        profile = _api(
+            web_server,
+            tokens["operator"],
+            "/api/profiles/",
+            {
+                "name": "cap20",
+                "description": "",
+                "content": {"sched": {"vcpu_period": 100000, "vcpu_quota": 20000}},
+            },
+        )
+        change = _api(
+            web_server,
+            tokens["operator"],
+            "/api/change-requests/",
+            {"profile": profile["id"], "domains": [burner.pk], "scope": "live", "reason": "cap the burner"},
+        )
+        assert change["status"] == "pending"
+        _api(web_server, tokens["approver"], f"/api/change-requests/{change['id']}/approve/", {"comment": "ok"})
+        wait_for(
+            lambda: _api(web_server, tokens["viewer"], f"/api/change-requests/{change['id']}/")["status"] == "applied",
+            60,
+            0.5,
+            "the change request to be applied",
+        )
+        applied_at = time.monotonic()
+        wait_for(lambda: 10 <= (vcpu0() or 100) <= 30, 5, 0.25, "vCPU 0 near 20 % on the chart within 5 s")
+        assert time.monotonic() - applied_at <= 5
 
-            # The marker: pushed live by the apply engine, and in any case part of the chart's history, which a
-            # reload must bring back at once together with the 100 % and the 20 % stretches.
-            shown_before_reload = int(page.get_attribute("[data-live-root]", "data-rendered") or 0)
-            assert shown_before_reload >= 3
-            page.reload()
-            wait_for(lambda: latest().get("vcpu"), 10, 0.25, "the chart to fill from history after a reload")
-            markers = json.loads(page.get_attribute("[data-latest]", "data-markers") or "[]")
-            assert any(m["kind"] == "change.applied" for m in markers), markers
-            caps = json.loads(page.get_attribute("[data-latest]", "data-caps") or "{}")
-            assert caps.get("vcpu") == 20.0
-            wait_for(
-                lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) >= shown_before_reload,
-                10,
-                0.25,
-                "the reloaded chart to show at least the frames it showed before",
-            )
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.wait_for_timeout(1500)
-            page.locator("[data-live-root]").screenshot(path=str(ARTIFACTS / "live-chart.png"))
-        finally:
-            browser.close()
+        # The marker: pushed live by the apply engine, and in any case part of the chart's history, which a
+        # reload must bring back at once together with the 100 % and the 20 % stretches.
+        shown_before_reload = int(page.get_attribute("[data-live-root]", "data-rendered") or 0)
+        assert shown_before_reload >= 3
+        page.reload()
+        wait_for(lambda: latest().get("vcpu"), 10, 0.25, "the chart to fill from history after a reload")
+        markers = json.loads(page.get_attribute("[data-latest]", "data-markers") or "[]")
+        assert any(m["kind"] == "change.applied" for m in markers), markers
+        caps = json.loads(page.get_attribute("[data-latest]", "data-caps") or "{}")
+        assert caps.get("vcpu") == 20.0
+        wait_for(
+            lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) >= shown_before_reload,
+            10,
+            0.25,
+            "the reloaded chart to show at least the frames it showed before",
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.wait_for_timeout(1500)
+        page.locator("[data-live-root]").screenshot(path=str(ARTIFACTS / "live-chart.png"))
 
 
 def test_the_host_page_paints_each_cpus_load_on_the_cpu_map(
@@ -168,25 +154,13 @@ def test_the_host_page_paints_each_cpus_load_on_the_cpu_map(
     collector: subprocess.Popen[bytes],
     viewer: User,
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     host_url = f"{web_server}{Host.objects.get(pk=burner.host_id).get_absolute_url()}"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"{web_server}/accounts/login/")
-            page.fill("input[name=username]", viewer.username)
-            page.fill("input[name=password]", f"{viewer.username}-pass-123")
-            page.click("button[type=submit], input[type=submit]")
-            page.wait_for_url(lambda url: "/accounts/login/" not in url)
-            page.goto(host_url)
-            wait_for(lambda: page.locator(".cpumap .cpu .cpu-load").count() >= 1, 30, 0.5, "CPU load on the map")
-            loads = page.locator(".cpumap .cpu .cpu-load").all_inner_texts()
-            assert max(int(text.rstrip(" %")) for text in loads) >= 45  # the burner's CPU
-            rendered = lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0)  # noqa: E731
-            wait_for(lambda: rendered() >= 4, 15, 0.5, "the host chart to draw several samples")
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "live-host-cpumap.png"), full_page=True)
-        finally:
-            browser.close()
+    with logged_in_page(web_server, viewer) as page:
+        page.goto(host_url)
+        wait_for(lambda: page.locator(".cpumap .cpu .cpu-load").count() >= 1, 30, 0.5, "CPU load on the map")
+        loads = page.locator(".cpumap .cpu .cpu-load").all_inner_texts()
+        assert max(int(text.rstrip(" %")) for text in loads) >= 45  # the burner's CPU
+        rendered = lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0)  # noqa: E731
+        wait_for(lambda: rendered() >= 4, 15, 0.5, "the host chart to draw several samples")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "live-host-cpumap.png"), full_page=True)

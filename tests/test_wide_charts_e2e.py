@@ -19,7 +19,7 @@ from django.contrib.auth.models import User
 
 from hosts import history, live
 from hosts.models import Domain, Host, HostCPU, NumaCell
-from tests.conftest import CHROMIUM_ARGS, wait_for
+from tests.conftest import logged_in_page, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -81,40 +81,28 @@ def test_a_64_vcpu_guest_opens_on_its_summary_and_busiest_vcpus(
     web_server: str,
     viewer: User,
 ) -> None:
-    from playwright.sync_api import sync_playwright
+    with logged_in_page(web_server, viewer) as page:
+        page.goto(f"{web_server}/guests/{wide_guest.pk}/")
+        cpu_chart = page.locator("[data-chart=guest-cpu]")
+        wait_for(lambda: cpu_chart.locator(".u-legend .u-series").count() > VCPUS, 30, 0.5, "the CPU chart")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"{web_server}/accounts/login/")
-            page.fill("input[name=username]", viewer.username)
-            page.fill("input[name=password]", f"{viewer.username}-pass-123")
-            page.click("button[type=submit], input[type=submit]")
-            page.wait_for_url(lambda url: "/accounts/login/" not in url)
-            page.goto(f"{web_server}/guests/{wide_guest.pk}/")
-            cpu_chart = page.locator("[data-chart=guest-cpu]")
-            wait_for(lambda: cpu_chart.locator(".u-legend .u-series").count() > VCPUS, 30, 0.5, "the CPU chart")
+        def shown() -> list[str]:
+            return cpu_chart.locator(".u-legend .u-series:not(.u-off) .u-label").all_inner_texts()
 
-            def shown() -> list[str]:
-                return cpu_chart.locator(".u-legend .u-series:not(.u-off) .u-label").all_inner_texts()
-
-            labels = shown()
-            assert {f"vCPU {n}" for n in BUSY} <= set(labels), labels
-            assert {"vCPUs max", "vCPUs mean", "vCPUs min"} <= set(labels), labels
-            assert not [label for label in labels if label.startswith("vCPU ") and int(label[5:]) not in BUSY]
-            assert cpu_chart.locator(".u-legend .u-series .u-label").count() >= VCPUS + 3  # every vCPU is listed
-            latest = page.get_attribute("[data-latest]", "data-latest") or "{}"
-            assert '"63":5' in latest.replace(" ", ""), latest  # every vCPU's value still arrives
-            # "all" shows every series, and the next updates draw them (they are not empty columns).
-            page.locator("[data-series-all=show]").first.click()
-            wait_for(lambda: len(shown()) >= VCPUS + 3, 10, 0.25, "every series shown")
-            before = int(page.get_attribute("[data-live-root]", "data-rendered") or 0)
-            wait_for(
-                lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) > before,
-                10,
-                0.25,
-                "a redraw with every series",
-            )
-        finally:
-            browser.close()
+        labels = shown()
+        assert {f"vCPU {n}" for n in BUSY} <= set(labels), labels
+        assert {"vCPUs max", "vCPUs mean", "vCPUs min"} <= set(labels), labels
+        assert not [label for label in labels if label.startswith("vCPU ") and int(label[5:]) not in BUSY]
+        assert cpu_chart.locator(".u-legend .u-series .u-label").count() >= VCPUS + 3  # every vCPU is listed
+        latest = page.get_attribute("[data-latest]", "data-latest") or "{}"
+        assert '"63":5' in latest.replace(" ", ""), latest  # every vCPU's value still arrives
+        # "all" shows every series, and the next updates draw them (they are not empty columns).
+        page.locator("[data-series-all=show]").first.click()
+        wait_for(lambda: len(shown()) >= VCPUS + 3, 10, 0.25, "every series shown")
+        before = int(page.get_attribute("[data-live-root]", "data-rendered") or 0)
+        wait_for(
+            lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) > before,
+            10,
+            0.25,
+            "a redraw with every series",
+        )
