@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from defusedxml.ElementTree import fromstring as parse_xml
 
-from hosts import services
+from hosts import libvirt_client, services
 from hosts.cpulist import format_cpulist, parse_cpulist
 from hosts.fleet import Fleet
 from hosts.models import Domain, Host, HostCPU
@@ -196,3 +196,20 @@ def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: F
         assert kept.hostname and kept.libvirt_version
     finally:
         virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=1024")
+
+
+def test_an_apply_session_after_a_read_of_the_host_reuses_its_cpu_map_and_guest_handles(
+    fleet_hosts: list[Host],
+) -> None:
+    """The re-plan's read has just seen the host: the apply's session asks for neither the CPU map nor each
+    guest's handle again, so reading a guest's live tuning costs its two getters alone."""
+    host = fleet_hosts[0]
+    libvirt_client.fetch_inventory(host.uri, light=True)
+    guest = Domain.objects.filter(host=host, state="running").first()
+    assert guest is not None
+    session = libvirt_client.HostSession(host.uri)
+    assert session.rt.count == 0  # the CPU map came from the read
+    running = {name: code for code, name in libvirt_client.DOMAIN_STATES.items()}["running"]
+    snapshot = session.read_guest(str(guest.uuid), ("live",), state=running, with_affinity=False)
+    assert snapshot.facts.live is not None
+    assert session.rt.count == 2  # live caps and live XML; no lookup of the guest
