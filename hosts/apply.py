@@ -145,9 +145,10 @@ class Outcome:
     restore_error: str = ""
 
 
-def _snapshot(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+def _snapshot(run: _HostRun, target: ChangeTarget) -> Outcome:
+    scopes = run.scopes
     try:
-        snapshot = session.read_guest(str(target.domain_uuid), scopes)
+        snapshot = run.connected.read_guest(str(target.domain_uuid), scopes)
     except VirtError as exc:
         return Outcome(False, error=f"Could not read {target.domain_name} before changing it: {exc.message}.")
     if "live" in scopes and snapshot.facts.live is None:
@@ -285,6 +286,12 @@ class _HostRun:
     def applying(self) -> bool:
         return self.job.kind == ApplyJob.Kind.APPLY
 
+    @property
+    def connected(self) -> HostSession:
+        """The session of a host that answered (only such runs get libvirt work)."""
+        assert self.session is not None
+        return self.session
+
 
 Work = tuple[_HostRun, ChangeTarget]
 
@@ -301,16 +308,19 @@ class _Lanes:
         self._work = work
         self._waiting: dict[_HostRun, list[ChangeTarget]] = {}
         self._running: dict[Future[Outcome], Work] = {}
+        self._in_flight: dict[_HostRun, int] = {}
         self.left: dict[_HostRun, int] = {}
 
     def add(self, run: _HostRun, targets: list[ChangeTarget]) -> None:
-        self._waiting[run] = list(targets)
+        self._waiting[run] = list(reversed(targets))  # popped from the end, in order
+        self._in_flight[run] = 0
         self.left[run] = len(targets)
 
     def _feed(self, run: _HostRun) -> None:
         waiting = self._waiting[run]
-        while waiting and sum(1 for r, _t in self._running.values() if r is run) < IN_FLIGHT_PER_HOST:
-            target = waiting.pop(0)
+        while waiting and self._in_flight[run] < IN_FLIGHT_PER_HOST:
+            target = waiting.pop()
+            self._in_flight[run] += 1
             self._running[self._pool.submit(self._work, run, target)] = (run, target)
 
     def batches(self) -> Iterator[list[tuple[_HostRun, ChangeTarget, Outcome]]]:
@@ -321,6 +331,7 @@ class _Lanes:
             batch = []
             for future in done:
                 run, target = self._running.pop(future)
+                self._in_flight[run] -= 1
                 self.left[run] -= 1
                 batch.append((run, target, future.result()))
             for run in {run for run, _t, _o in batch}:
@@ -361,7 +372,7 @@ _ROLLBACKABLE = (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED
 def _snapshot_phase(pool: ThreadPoolExecutor, runs: list[_HostRun]) -> None:
     """Snapshot the guests that have none yet (a live change's were taken by the re-plan), then mark every
     guest about to be written as applying; all of it committed before anything is written."""
-    lanes = _Lanes(pool, lambda run, target: _snapshot(run.session, target, run.scopes))  # type: ignore[arg-type]
+    lanes = _Lanes(pool, _snapshot)
     for run in runs:
         lanes.add(run, [t for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is None])
     taken = [item for batch in lanes.batches() for item in batch]
@@ -382,10 +393,8 @@ def _snapshot_phase(pool: ThreadPoolExecutor, runs: list[_HostRun]) -> None:
 
 
 def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
-    assert run.session is not None
-    if run.applying:
-        return _apply_one(run.session, target, run.scopes)
-    return _rollback_one(run.session, target, run.scopes)
+    one = _apply_one if run.applying else _rollback_one
+    return one(run.connected, target, run.scopes)
 
 
 def _run(runs: list[_HostRun]) -> None:
