@@ -54,6 +54,7 @@ from common import (
     median_run,
     remove_fleet,
     run_in_sandbox,
+    settle,
     sizes_type,
     start_redis,
     stop_process,
@@ -539,8 +540,8 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     started = time.perf_counter()
     try:
         with profiler.database():
-            job_ids = change_requests.start_change_request(cr.pk)
-            apply.run_jobs(job_ids)
+            started = change_requests.start_change_request(cr.pk)
+            apply.run_jobs(started.waiting, started.claimed)
     finally:
         profiler.restore()
     total = time.perf_counter() - started
@@ -675,6 +676,7 @@ def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
             fleet.up()
             trim_guests(fleet)
             print(f"fleet: {size} guests on {HOSTS} hosts ({time.perf_counter() - started:.1f} s to start)", flush=True)
+            settle([member.uri for member in fleet.members], deadline)
             if state is None:
                 state = setup_state(fleet)
                 floor = Floor([member.uri for member in fleet.members])

@@ -41,6 +41,7 @@ from common import (
     bench_env,
     bench_fleet,
     percentile,
+    settle,
     setup_django,
     start_daphne,
     start_redis,
@@ -56,7 +57,6 @@ TARGET_P95_MS, TARGET_CPU_MS = 250.0, 2.0
 # Ticks after which latency counts as steady state: the sockets have opened and loaded their history.
 WARMUP_TICKS = 5
 # Freshly started guests count as booted once they use at most this much of one CPU each, on average.
-IDLE_PERCENT_PER_GUEST, SETTLE_SECONDS = 2.0, 300
 
 
 # --- a minimal websocket client (the client process; no extra dependency) ------------------------------
@@ -152,41 +152,6 @@ def client_main(args: argparse.Namespace) -> int:
 
 
 # --- the benchmark ---------------------------------------------------------------------------------------
-
-
-def _guest_cpu(uris: list[str], seconds: float) -> tuple[float, int]:
-    """The guests' total CPU use over ``seconds``, in % of one CPU, and how many guests run."""
-    from hosts import libvirt_client
-    from hosts.stats import host_load
-
-    before = [libvirt_client.fetch_cpu_stats(uri) for uri in uris]
-    time.sleep(seconds)
-    total, count = 0.0, 0
-    for uri, first in zip(uris, before, strict=True):
-        second = libvirt_client.fetch_cpu_stats(uri)
-        load = host_load(first, second, max_dt=10 * seconds)
-        if load is not None:
-            total += sum(guest.total for guest in load.guests.values())
-        count += len(second.guests)
-    return total, count
-
-
-def settle(uris: list[str], deadline: Deadline) -> None:
-    """Wait until freshly started guests have booted and idle (at most ``SETTLE_SECONDS``).
-
-    A guest uses a whole CPU while it boots; measured during that storm, the latency would be the test
-    bed's boot load on 2 shared cores, not the collector's. Idle, these guests use about 1 % of a CPU each.
-    """
-    started = time.monotonic()
-    while True:
-        used, count = _guest_cpu(uris, 2.0)
-        if used <= IDLE_PERCENT_PER_GUEST * max(count, 1):
-            print(f"guests idle after {time.monotonic() - started:.0f} s: {count} use {used:.0f} % of one CPU")
-            return
-        if time.monotonic() - started > SETTLE_SECONDS:
-            print(f"guests still busy after {SETTLE_SECONDS} s ({used:.0f} % of one CPU); measuring anyway")
-            return
-        deadline.check("waiting for the guests to boot")
 
 
 def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: Deadline) -> dict[str, Any]:

@@ -17,29 +17,30 @@ and the database sees few commits.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import live
-from hosts.change_requests import claim_jobs, finish_change_request
+from hosts import live, threads
+from hosts.change_requests import JOB_LEASE_SECONDS, claim_jobs, finish_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.libvirt_client import DOMAIN_STATES, IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
+from hosts.models.rows import update_rows
 from hosts.planning import SCOPE_PARTS
 
 log = logging.getLogger(__name__)
 
-# A running job renews its lease after every guest; one that stops renewing for this long is reclaimed.
-JOB_LEASE_SECONDS = 60
 # Guests of one host whose libvirt calls are in flight at once (see libvirt_client).
 IN_FLIGHT_PER_HOST = IN_FLIGHT_PER_CONNECTION
-# Threads one worker process uses for libvirt calls, whatever the number of hosts.
-MAX_THREADS = 32
+# Finished guests are committed together, at most once per this many seconds (and the last ones at once):
+# the change request page still sees progress many times a second, and a large change makes few commits.
+COMMIT_EVERY_SECONDS = 0.025
 
 
 _STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
@@ -196,8 +197,9 @@ def _rollback_one(session: HostSession, target: ChangeTarget, scopes: tuple[str,
         return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")
 
 
-def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) -> None:
-    AuditEvent.objects.create(
+def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) -> AuditEvent:
+    """An audit row about one guest of a change, not yet saved."""
+    return AuditEvent(
         action=action,
         change_request_id=target.change_request_id,
         host_id=target.host_id,
@@ -209,22 +211,7 @@ def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) 
 
 
 def _save(target: ChangeTarget, **fields: Any) -> None:
-    for name, value in fields.items():
-        setattr(target, name, value)
-    target.save(update_fields=list(fields))
-
-
-def _refresh_inventory(target: ChangeTarget, snapshot: GuestSnapshot) -> None:
-    """Show the guest's new tuning in the inventory at once, without waiting for the next sync."""
-    facts = snapshot.facts
-    fields: dict[str, Any] = {"synced_at": timezone.now()}
-    if facts.live is not None:
-        fields["tuning_live"] = facts.live.as_json()
-    if facts.affinity is not None:
-        fields["affinity"] = {str(k): v for k, v in sorted(facts.affinity.items())}
-    if facts.config is not None:
-        fields["tuning_config"] = facts.config.as_json()
-    Domain.objects.filter(host_id=target.host_id, uuid=target.domain_uuid).update(**fields)
+    target.save(update_fields=list(_set(target, **fields)))
 
 
 Marker = tuple[int, int | None, str, str, float]
@@ -240,37 +227,92 @@ def _marker(target: ChangeTarget, kind: str) -> Marker | None:
 
 def _fail(target: ChangeTarget, message: str) -> None:
     _save(target, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
-    _event(target, AuditEvent.Action.CHANGE_FAILED, message)
+    _event(target, AuditEvent.Action.CHANGE_FAILED, message).save()
 
 
-def _record_applied(target: ChangeTarget, outcome: Outcome) -> Marker | None:
+@dataclass
+class _Record:
+    """What one guest's outcome writes: its target row's changed fields, an audit row, and for a guest whose
+    change (or rollback) took effect, its tuning now for the inventory and a chart marker."""
+
+    target: ChangeTarget
+    fields: tuple[str, ...]
+    event: AuditEvent
+    now: GuestSnapshot | None = None
+    marker: Marker | None = None
+
+
+def _set(target: ChangeTarget, **fields: Any) -> tuple[str, ...]:
+    for name, value in fields.items():
+        setattr(target, name, value)
+    return tuple(sorted(fields))
+
+
+def _record_applied(target: ChangeTarget, outcome: Outcome) -> _Record:
     if outcome.ok and outcome.snapshot is not None:
         after = _public(outcome.snapshot.as_json())
-        _save(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
-        _refresh_inventory(target, outcome.snapshot)
-        return _marker(target, "applied")
+        fields = _set(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
+        event = _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
+        return _Record(target, fields, event, outcome.snapshot, _marker(target, "applied"))
     status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
     message = f"Applying failed: {outcome.error}. " + (
         f"Restoring it failed too: {outcome.restore_error}"
         if outcome.restore_error
         else "It was restored to its snapshot."
     )
-    _save(target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now())
-    _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
-    return None
+    fields = _set(
+        target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now()
+    )
+    event = _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
+    return _Record(target, fields, event)
 
 
-def _record_rolled_back(target: ChangeTarget, outcome: Outcome) -> Marker | None:
+def _record_rolled_back(target: ChangeTarget, outcome: Outcome) -> _Record:
     if outcome.ok and outcome.snapshot is not None:
         now = _public(outcome.snapshot.as_json())
-        _save(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
-        _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
-        _refresh_inventory(target, outcome.snapshot)
-        return _marker(target, "rolled_back")
-    _save(target, restore_error=f"Rollback failed: {outcome.error}")
-    _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}")
-    return None
+        fields = _set(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
+        event = _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+        return _Record(target, fields, event, outcome.snapshot, _marker(target, "rolled_back"))
+    fields = _set(target, restore_error=f"Rollback failed: {outcome.error}")
+    return _Record(target, fields, _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}"))
+
+
+def _write(records: list[_Record]) -> None:
+    """Write a batch of guests' outcomes with a few statements, whatever the batch's size."""
+    by_fields: dict[tuple[str, ...], list[ChangeTarget]] = {}
+    for record in records:
+        by_fields.setdefault(record.fields, []).append(record.target)
+    for fields, targets in by_fields.items():
+        update_rows(targets, fields)
+    AuditEvent.objects.bulk_create([record.event for record in records])
+    _refresh_inventory([(record.target, record.now) for record in records if record.now is not None])
+
+
+def _refresh_inventory(changed: list[tuple[ChangeTarget, GuestSnapshot]]) -> None:
+    """Show the guests' new tuning in the inventory at once, without waiting for the next sync."""
+    if not changed:
+        return
+    rows = Domain.objects.filter(
+        host_id__in={t.host_id for t, _s in changed}, uuid__in={t.domain_uuid for t, _s in changed}
+    ).only("pk", "host_id", "uuid")
+    pks = {(row.host_id, row.uuid): row.pk for row in rows}
+    now = timezone.now()
+    by_fields: dict[tuple[str, ...], list[Domain]] = {}
+    for target, snapshot in changed:
+        pk = pks.get((target.host_id, target.domain_uuid))
+        if pk is None:
+            continue  # the guest was undefined meanwhile: the next sync says so
+        facts = snapshot.facts
+        values: dict[str, Any] = {"synced_at": now}
+        if facts.live is not None:
+            values["tuning_live"] = facts.live.as_json()
+        if facts.affinity is not None:
+            values["affinity"] = {str(k): v for k, v in sorted(facts.affinity.items())}
+        if facts.config is not None:
+            values["tuning_config"] = facts.config.as_json()
+        by_fields.setdefault(tuple(values), []).append(Domain(pk=pk, **values))
+    for names, domains in by_fields.items():
+        update_rows(domains, names)
 
 
 @dataclass(eq=False)
@@ -280,6 +322,7 @@ class _HostRun:
     job: ApplyJob
     targets: list[ChangeTarget]
     scopes: tuple[str, ...]
+    fresh: bool = False  # claimed as it was created: none of its guests has been written yet
     session: HostSession | None = None
 
     @property
@@ -300,11 +343,11 @@ class _Lanes:
     """Run guests' libvirt work on one shared thread pool, at most a few per host at once.
 
     ``batches`` yields whatever finished since the last batch, so the caller (the only thread that touches
-    the database) commits several guests in one short transaction when they finish together.
+    the database) commits several guests in one short transaction when they finish together. The threads
+    are the process's call pool (hosts.threads): the work is leaf libvirt calls.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[_HostRun, ChangeTarget], Outcome]) -> None:
-        self._pool = pool
+    def __init__(self, work: Callable[[_HostRun, ChangeTarget], Outcome]) -> None:
         self._work = work
         self._waiting: dict[_HostRun, list[ChangeTarget]] = {}
         self._running: dict[Future[Outcome], Work] = {}
@@ -321,22 +364,32 @@ class _Lanes:
         while waiting and self._in_flight[run] < IN_FLIGHT_PER_HOST:
             target = waiting.pop()
             self._in_flight[run] += 1
-            self._running[self._pool.submit(self._work, run, target)] = (run, target)
+            self._running[threads.call_pool().submit(self._work, run, target)] = (run, target)
 
-    def batches(self) -> Iterator[list[tuple[_HostRun, ChangeTarget, Outcome]]]:
+    @property
+    def running(self) -> bool:
+        """Whether some guest's work still runs: another batch will come."""
+        return bool(self._running)
+
+    def batches(self, every: float = 0.0) -> Iterator[list[tuple[_HostRun, ChangeTarget, Outcome]]]:
+        """Yield what finished, at most one batch per ``every`` seconds (the last one at once)."""
         for run in self._waiting:
             self._feed(run)
+        batch: list[tuple[_HostRun, ChangeTarget, Outcome]] = []
+        last = time.monotonic()
         while self._running:
-            done, _pending = wait(self._running, return_when=FIRST_COMPLETED)
-            batch = []
+            timeout = max(0.0, last + every - time.monotonic()) if batch else None
+            done, _pending = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in done:
                 run, target = self._running.pop(future)
                 self._in_flight[run] -= 1
                 self.left[run] -= 1
                 batch.append((run, target, future.result()))
             for run in {run for run, _t, _o in batch}:
-                self._feed(run)
-            yield batch
+                self._feed(run)  # at once: the lanes stay full while the batch waits
+            if batch and (not self._running or time.monotonic() - last >= every):
+                yield batch
+                batch, last = [], time.monotonic()
 
 
 def _open(run: _HostRun) -> HostSession | VirtError:
@@ -349,9 +402,10 @@ def _open(run: _HostRun) -> HostSession | VirtError:
 def _unreachable(run: _HostRun, reason: str) -> None:
     """Record, for a job whose host does not answer, what is known about each of its guests."""
     unreachable = f"{run.job.host.name} cannot be reached: {reason}"
+    untouched = [ChangeTarget.Status.PLANNED] + ([ChangeTarget.Status.APPLYING] if run.fresh else [])
     with transaction.atomic():
         for target in run.targets:
-            if run.applying and target.status == ChangeTarget.Status.PLANNED:
+            if run.applying and target.status in untouched:
                 _fail(target, f"{unreachable}. It was not changed.")
             elif run.applying and target.status == ChangeTarget.Status.APPLYING:
                 # Redelivered after a worker died mid-write, and now the host is gone: say what is known.
@@ -361,35 +415,46 @@ def _unreachable(run: _HostRun, reason: str) -> None:
                     error=unreachable,
                     restore_error="the guest may be half-changed; roll back once the host answers",
                 )
-                _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable)
+                _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable).save()
             elif not run.applying and target.status in _ROLLBACKABLE and target.before:
                 _save(target, restore_error=f"Rollback failed: {unreachable}")
+        _job_done(run)
 
 
 _ROLLBACKABLE = (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED)
 
 
-def _snapshot_phase(pool: ThreadPoolExecutor, runs: list[_HostRun]) -> None:
-    """Snapshot the guests that have none yet (a live change's were taken by the re-plan), then mark every
-    guest about to be written as applying; all of it committed before anything is written."""
-    lanes = _Lanes(pool, _snapshot)
+def _job_done(*runs: _HostRun) -> None:
+    if runs:
+        ApplyJob.objects.filter(pk__in=[run.job.pk for run in runs]).exclude(status=ApplyJob.Status.DONE).update(
+            status=ApplyJob.Status.DONE, finished_at=timezone.now()
+        )
+
+
+def _snapshot_phase(runs: list[_HostRun]) -> None:
+    """Snapshot the guests that have none yet, then mark every guest about to be written as applying; all
+    of it committed before anything is written.
+
+    A live change's guests usually need nothing here: the re-plan's read is their snapshot and they were
+    marked applying with their job (see change_requests.start_change_request).
+    """
+    lanes = _Lanes(_snapshot)
     for run in runs:
         lanes.add(run, [t for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is None])
     taken = [item for batch in lanes.batches() for item in batch]
+    starting = [t for run in runs for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before]
+    if not taken and not starting:
+        return
     now = timezone.now()
     with transaction.atomic():
         for _run, target, outcome in taken:
             if outcome.ok and outcome.snapshot is not None:
-                target.before = outcome.snapshot.as_json()
-                _save(target, before=target.before)
+                _save(target, before=outcome.snapshot.as_json(), status=ChangeTarget.Status.APPLYING, started_at=now)
             else:
                 _fail(target, f"{outcome.error} It was not changed.")
-        starting = [
-            t for run in runs for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is not None
-        ]
         for target in starting:
             target.status, target.started_at = ChangeTarget.Status.APPLYING, now
-        ChangeTarget.objects.bulk_update(starting, ["status", "started_at"])
+        update_rows(starting, ["status", "started_at"])
 
 
 def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
@@ -397,48 +462,60 @@ def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
     return one(run.connected, target, run.scopes)
 
 
+def _finish(runs: list[_HostRun]) -> None:
+    """Close the jobs and settle their requests' status (inside the caller's transaction)."""
+    _job_done(*runs)
+    for cr_id in sorted({run.job.change_request_id for run in runs}):
+        finish_change_request(cr_id)
+
+
 def _run(runs: list[_HostRun]) -> None:
     """Apply or roll back the claimed jobs: hosts in parallel, this thread alone writing to the database."""
     markers: list[Marker] = []
-    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, IN_FLIGHT_PER_HOST * len(runs))) as pool:
-        for run, session in zip(runs, pool.map(_open, runs), strict=True):
-            if isinstance(session, VirtError):
-                _unreachable(run, session.message)
-            else:
-                run.session = session
-        reachable = [run for run in runs if run.session is not None]
-        _snapshot_phase(pool, [run for run in reachable if run.applying])
-        lanes = _Lanes(pool, _work)
-        for run in reachable:
-            wanted = (ChangeTarget.Status.APPLYING,) if run.applying else _ROLLBACKABLE
-            lanes.add(run, [t for t in run.targets if t.status in wanted and t.before])
-        for batch in lanes.batches():
-            now = timezone.now()
-            with transaction.atomic():
-                for run, target, outcome in batch:
-                    record = _record_applied if run.applying else _record_rolled_back
-                    if (mark := record(target, outcome)) is not None:
-                        markers.append(mark)
-                jobs = {run.job.pk: run for run, _t, _o in batch}
-                finished = [pk for pk, run in jobs.items() if not lanes.left[run]]
-                # Every finished guest renews its job's lease; a job with none left is done.
-                ApplyJob.objects.filter(pk__in=set(jobs) - set(finished)).update(claimed_at=now)
-                ApplyJob.objects.filter(pk__in=finished).update(status=ApplyJob.Status.DONE, finished_at=now)
-    ApplyJob.objects.filter(pk__in=[run.job.pk for run in runs]).exclude(status=ApplyJob.Status.DONE).update(
-        status=ApplyJob.Status.DONE, finished_at=timezone.now()
-    )
-    for cr_id in sorted({run.job.change_request_id for run in runs}):
-        finish_change_request(cr_id)
+    for run, session in zip(runs, threads.call_pool().map(_open, runs), strict=True):
+        if isinstance(session, VirtError):
+            _unreachable(run, session.message)
+        else:
+            run.session = session
+    reachable = [run for run in runs if run.session is not None]
+    _snapshot_phase([run for run in reachable if run.applying])
+    lanes = _Lanes(_work)
+    for run in reachable:
+        wanted = (ChangeTarget.Status.APPLYING,) if run.applying else _ROLLBACKABLE
+        lanes.add(run, [t for t in run.targets if t.status in wanted and t.before])
+    finished = False
+    for batch in lanes.batches(every=COMMIT_EVERY_SECONDS):
+        now = timezone.now()
+        with transaction.atomic():
+            records = [(_record_applied if run.applying else _record_rolled_back)(t, o) for run, t, o in batch]
+            _write(records)
+            markers += [record.marker for record in records if record.marker is not None]
+            # Every finished guest renews its job's lease; a job with none left is done (its host is free for
+            # other changes), and once every job is, the requests' status is settled in this transaction.
+            batch_runs = {run for run, _t, _o in batch}
+            ApplyJob.objects.filter(pk__in=[run.job.pk for run in batch_runs if lanes.left[run]]).update(claimed_at=now)
+            _job_done(*[run for run in batch_runs if not lanes.left[run]])
+            if not lanes.running:
+                _finish(runs)
+                finished = True
+    if not finished:  # nothing to write (every guest failed before, or no host answered)
+        with transaction.atomic():
+            _finish(runs)
     live.announce_markers(markers)  # every change above is committed: charts may reload their caps
 
 
-def run_jobs(job_ids: Sequence[int]) -> list[int]:
+def run_jobs(job_ids: Sequence[int], claimed: Sequence[ApplyJob] = ()) -> list[int]:
     """Run the apply or rollback jobs this process can claim, hosts in parallel; safe to call again.
 
-    Returns the ids of jobs whose host is busy with another change (the caller tries them again later).
-    Jobs that are done, or held by another live worker, are skipped.
+    ``claimed`` are jobs this process claimed when it created them (see change_requests.Started): nothing
+    has been written for them yet. Returns the ids of jobs whose host is busy with another change (the
+    caller tries them again later). Jobs that are done, or held by another live worker, are skipped.
     """
-    jobs, busy = claim_jobs(job_ids, JOB_LEASE_SECONDS)
+    jobs, busy = claim_jobs(job_ids, JOB_LEASE_SECONDS) if job_ids else ([], [])
+    fresh = {job.pk for job in claimed}
+    jobs = [*claimed, *jobs]
+    if not jobs:
+        return busy
     targets: dict[tuple[int, int], list[ChangeTarget]] = {}
     wanted = ChangeTarget.objects.filter(
         change_request_id__in={job.change_request_id for job in jobs}, host_id__in={job.host_id for job in jobs}
@@ -446,11 +523,15 @@ def run_jobs(job_ids: Sequence[int]) -> list[int]:
     for target in wanted.order_by("domain_name"):
         targets.setdefault((target.change_request_id, target.host_id), []).append(target)
     runs = [
-        _HostRun(job, targets.get((job.change_request_id, job.host_id), []), SCOPE_PARTS[job.change_request.scope])
+        _HostRun(
+            job,
+            targets.get((job.change_request_id, job.host_id), []),
+            SCOPE_PARTS[job.change_request.scope],
+            fresh=job.pk in fresh,
+        )
         for job in jobs
     ]
-    if runs:
-        _run(runs)
+    _run(runs)
     return busy
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.utils import timezone
 from hosts import services
 from hosts.libvirt_client import GuestSnapshot
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
+from hosts.models.rows import update_rows
 from hosts.planning import plan_for_domains
 from hosts.profile_schema import validate_profile
 from hosts.services import Actor, audit_user
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 # Planner findings that concern one guest's availability rather than the plan as a whole: at apply time they
 # fail that guest alone (unchanged) while the others go ahead.
 AVAILABILITY_CODES = {"guest_not_running"}
+# A running job renews its lease after every batch of guests; one that stops renewing for this long is reclaimed.
+JOB_LEASE_SECONDS = 60
 
 
 class PlanError(ValidationError):
@@ -195,11 +199,27 @@ def _abort(cr: ChangeRequest, reason: str) -> None:
         _audit(cr, AuditEvent.Action.CHANGE_ABORTED, message=reason)
 
 
-def start_change_request(cr_id: int) -> list[int]:
-    """Begin applying an approved request: refresh inventory, re-plan, and queue one job per host.
+@dataclass
+class Started:
+    """What starting a change request left to run.
+
+    ``claimed``: jobs this process claimed as it created them, to run now. ``waiting``: ids of jobs to
+    claim first (their host was busy with another change, or the request was already applying: a
+    redelivered task picks up its unfinished jobs).
+    """
+
+    claimed: list[ApplyJob] = field(default_factory=list)
+    waiting: list[int] = field(default_factory=list)
+
+
+def start_change_request(cr_id: int) -> Started:
+    """Begin applying an approved request: read its hosts, re-plan, and create one job per host.
 
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
-    applying only has its unfinished jobs handed back. Returns the job ids to run.
+    applying only has its unfinished jobs handed back. Storing the read, the re-plan's verdict and the jobs
+    are one transaction. A job whose host is free is claimed by this process as it is created, and for a
+    live change its guests' snapshots (this very read) are stored with it and they are marked applying: the
+    caller writes them straight away.
     """
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
@@ -210,16 +230,52 @@ def start_change_request(cr_id: int) -> list[int]:
             _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     if not claimed:
         if cr.status != ChangeRequest.Status.APPLYING:
-            return []
-        return list(
-            cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE).values_list("pk", flat=True)
-        )
+            return Started()
+        unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
+        return Started(waiting=list(unfinished.values_list("pk", flat=True)))
     targets = list(cr.targets.select_related("host", "domain"))
     host_ids = sorted({t.host_id for t in targets})
     # Re-plan from what the hosts say now; a live change needs only the guests' live state.
     live_only = cr.scope == ChangeRequest.Scope.LIVE
-    synced = services.sync_hosts(host_ids, light=live_only)
-    read = {(r.host_id, facts.uuid): facts for r in synced if r.inventory for facts in r.inventory.domains}
+    reads = services.read_hosts(host_ids, light=live_only)
+    with transaction.atomic():
+        synced = services.store_reads(reads)
+        problem, unavailable = _replan(cr, targets, host_ids)
+        if problem:
+            _abort(cr, problem)
+            return Started()
+        _record_unavailable(cr, targets, unavailable)
+        reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
+        jobs, busy_hosts = _create_jobs(cr, reachable, JOB_LEASE_SECONDS)
+        if live_only:
+            # A live change touches only what this read just saw: it is each guest's snapshot, stored with
+            # the jobs, so the worker writes without reading every guest again. A guest whose host is busy
+            # is read again once its job is claimed: by then this read is old.
+            read = {(r.host_id, f.uuid): f for r in synced if r.inventory for f in r.inventory.domains}
+            now = timezone.now()
+            starting = []
+            for t in targets:
+                facts = read.get((t.host_id, str(t.domain_uuid)))
+                if t.pk in unavailable or t.host_id in busy_hosts or facts is None or facts.live is None:
+                    continue
+                t.before = GuestSnapshot(facts=facts, config_xml=None).as_json()
+                t.status, t.started_at = ChangeTarget.Status.APPLYING, now
+                starting.append(t)
+            update_rows(starting, ["before", "status", "started_at"])
+    if not jobs:
+        finish_change_request(cr.pk)
+    return Started(
+        claimed=[job for job in jobs if job.host_id not in busy_hosts],
+        waiting=[job.pk for job in jobs if job.host_id in busy_hosts],
+    )
+
+
+def _replan(cr: ChangeRequest, targets: list[ChangeTarget], host_ids: list[int]) -> tuple[str, dict[int, str]]:
+    """Plan the request again from the stored inventory.
+
+    Returns why the whole request must stop ('' if it may go on) and, per target that cannot be changed
+    now (its guest is gone, its host down, or the guest not running for a live change), the reason.
+    """
     current = {(d.host_id, d.uuid): d for d in Domain.objects.filter(host_id__in=host_ids).select_related("host")}
     unavailable: dict[int, str] = {}
     live_targets = []
@@ -238,46 +294,59 @@ def start_change_request(cr_id: int) -> list[int]:
         availability = [i for i in fresh.plan.errors if i.code in AVAILABILITY_CODES]
         others = [i for i in fresh.plan.errors if i.code not in AVAILABILITY_CODES]
         if others:
-            _abort(cr, f"The plan no longer holds for {t.domain_name}: {others[0].message} Nothing was changed.")
-            return []
+            return f"The plan no longer holds for {t.domain_name}: {others[0].message} Nothing was changed.", {}
         if availability:
             unavailable[t.pk] = f"{t.domain_name}: {availability[0].message} It was not changed."
         elif fresh.plan.desired != t.desired:
-            _abort(
-                cr,
+            return (
                 f"The plan for {t.domain_name} changed since it was approved (the hosts changed); "
                 "nothing was changed. Submit the change again.",
+                {},
             )
-            return []
-    with transaction.atomic():
-        for target_id, message in unavailable.items():
-            ChangeTarget.objects.filter(pk=target_id).update(
-                status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now()
-            )
-            target = next(t for t in targets if t.pk == target_id)
-            AuditEvent.objects.create(
-                action=AuditEvent.Action.CHANGE_FAILED,
-                change_request=cr,
-                host_id=target.host_id,
-                domain_id=target.domain_id,
-                object_repr=target.domain_name,
-                message=message,
-            )
-        if live_only:
-            # A live change touches only what this read just saw: it is each guest's snapshot, stored before
-            # any job exists, so the workers write without reading every guest again.
-            snapshots = []
-            for t, _domain in live_targets:
-                facts = read.get((t.host_id, str(t.domain_uuid)))
-                if t.pk not in unavailable and facts is not None and facts.live is not None:
-                    t.before = GuestSnapshot(facts=facts, config_xml=None).as_json()
-                    snapshots.append(t)
-            ChangeTarget.objects.bulk_update(snapshots, ["before"])
-        reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
-        jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.APPLY) for h in reachable]
-    if not jobs:
-        finish_change_request(cr.pk)
-    return [job.pk for job in jobs]
+    return "", unavailable
+
+
+def _record_unavailable(cr: ChangeRequest, targets: list[ChangeTarget], unavailable: dict[int, str]) -> None:
+    for target in targets:
+        message = unavailable.get(target.pk)
+        if message is None:
+            continue
+        target.status, target.error, target.finished_at = ChangeTarget.Status.FAILED, message, timezone.now()
+        target.save(update_fields=["status", "error", "finished_at"])
+        AuditEvent.objects.create(
+            action=AuditEvent.Action.CHANGE_FAILED,
+            change_request=cr,
+            host_id=target.host_id,
+            domain_id=target.domain_id,
+            object_repr=target.domain_name,
+            message=message,
+        )
+
+
+def _create_jobs(cr: ChangeRequest, host_ids: list[int], lease_seconds: int) -> tuple[list[ApplyJob], set[int]]:
+    """Create one apply job per host, claimed by this process unless another live job holds its host.
+
+    Returns the jobs (their host and request loaded: the worker's threads read them without the database)
+    and the hosts that were busy (their jobs are left to claim later).
+    """
+    hosts = list(Host.objects.select_for_update().filter(pk__in=host_ids).order_by("pk"))
+    busy = set(_live_holders(host_ids, lease_seconds).values())
+    now, me = timezone.now(), _worker_identity()
+    jobs = [
+        ApplyJob(change_request=cr, host=host, kind=ApplyJob.Kind.APPLY)
+        if host.pk in busy
+        else ApplyJob(
+            change_request=cr,
+            host=host,
+            kind=ApplyJob.Kind.APPLY,
+            status=ApplyJob.Status.RUNNING,
+            claimed_at=now,
+            claimed_by=me,
+            attempts=1,
+        )
+        for host in hosts
+    ]
+    return ApplyJob.objects.bulk_create(jobs), busy
 
 
 @transaction.atomic
@@ -362,6 +431,12 @@ def _holder_alive(job: ApplyJob, lease_seconds: int) -> bool:
     return fresh and not _claimant_is_dead(job.claimed_by)
 
 
+def _live_holders(host_ids: Sequence[int] | set[int], lease_seconds: int) -> dict[int, int]:
+    """Running jobs on these hosts whose holder is alive and renewing its lease: job id -> host id."""
+    running = ApplyJob.objects.filter(host_id__in=host_ids, status=ApplyJob.Status.RUNNING)
+    return {job.pk: job.host_id for job in running if _holder_alive(job, lease_seconds)}
+
+
 @transaction.atomic
 def claim_jobs(job_ids: Sequence[int], lease_seconds: int) -> tuple[list[ApplyJob], list[int]]:
     """Claim jobs for this worker process, all in one transaction; return (claimed jobs, ids of busy ones).
@@ -374,13 +449,13 @@ def claim_jobs(job_ids: Sequence[int], lease_seconds: int) -> tuple[list[ApplyJo
     host_ids = set(ApplyJob.objects.filter(pk__in=job_ids).values_list("host_id", flat=True))
     list(Host.objects.select_for_update().filter(pk__in=host_ids).order_by("pk"))
     jobs = ApplyJob.objects.filter(pk__in=job_ids).select_related("change_request", "host").order_by("pk")
-    running = list(ApplyJob.objects.filter(host_id__in=host_ids, status=ApplyJob.Status.RUNNING))
+    holders = _live_holders(host_ids, lease_seconds)
     claimed: list[ApplyJob] = []
     busy: list[int] = []
     for job in jobs:
-        if job.status == ApplyJob.Status.DONE or _holder_alive(job, lease_seconds):
+        if job.status == ApplyJob.Status.DONE or job.pk in holders:
             continue
-        taken = any(o.pk != job.pk and o.host_id == job.host_id and _holder_alive(o, lease_seconds) for o in running)
+        taken = any(pk != job.pk and host_id == job.host_id for pk, host_id in holders.items())
         if taken or any(c.host_id == job.host_id for c in claimed):
             busy.append(job.pk)
         else:

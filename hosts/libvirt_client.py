@@ -17,13 +17,13 @@ import threading
 import time
 import xml.etree.ElementTree as ET  # for the Element type only; parsing goes through defusedxml
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import libvirt
 from defusedxml.ElementTree import fromstring as parse_xml
 
+from hosts import threads
 from hosts.cpulist import cpumap_to_cpus, format_cpulist, parse_cpulist
 from hosts.profile_schema import SCHED_NAMES
 
@@ -483,7 +483,7 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
     started = time.perf_counter()
     conn = connect(uri)
     rt = RoundTrips(uri)
-    pool = ThreadPoolExecutor(max_workers=IN_FLIGHT_PER_CONNECTION)
+    pool = threads.call_pool()
     try:
         # The host-wide questions go out together; a light read keeps the host's identity it already knows.
         asked = {
@@ -530,12 +530,11 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
                 return None
 
         # A few guests' reads in flight at once on the one connection (libvirtd's default allows 5 per client).
-        domains = [facts for facts in pool.map(read, records) if facts is not None]
+        read_all = threads.bounded_map(read, records, IN_FLIGHT_PER_CONNECTION)
+        domains = [facts for facts in read_all if facts is not None]
     except TransientVirtError:
         disconnect(uri)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
     return Inventory(
         host=host,
         domains=tuple(sorted(domains, key=lambda d: d.name)),

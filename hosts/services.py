@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +15,10 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import libvirt_client
+from hosts import libvirt_client, threads
 from hosts.libvirt_client import Inventory, VirtError
 from hosts.models import AuditEvent, Domain, Host, HostCPU, NumaCell
+from hosts.models.rows import update_rows
 from hosts.uri import validate_host_uri
 
 log = logging.getLogger(__name__)
@@ -75,44 +75,57 @@ def sync_host(host_id: int) -> SyncResult:
 
 
 def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResult]:
-    """Sync several hosts: read them from libvirt at the same time, then store each in its own transaction.
+    """Sync several hosts: read them from libvirt at the same time, then store them all in one transaction.
 
     A host that does not answer is marked down with libvirt's reason in plain words and its guests are
     kept, marked stale; the next sync that reaches it brings it back up. ``light=True`` refreshes what
     re-planning a live change needs (see libvirt_client.fetch_inventory) and keeps the rest as it was.
     """
+    reads = read_hosts(host_ids, light=light)
+    with transaction.atomic():
+        return store_reads(reads)
 
-    def fetch(uri: str) -> Inventory | VirtError:
+
+HostRead = tuple[Host, Inventory | VirtError]
+
+
+def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead]:
+    """Read several hosts from libvirt at the same time (no database write); in ``host_ids``' order."""
+
+    def fetch(host: Host) -> HostRead:
         try:
-            return libvirt_client.fetch_inventory(uri, light=light)
+            return host, libvirt_client.fetch_inventory(host.uri, light=light)
         except VirtError as exc:
-            return exc
+            return host, exc
 
-    hosts = list(Host.objects.filter(pk__in=host_ids).order_by("pk"))
+    hosts = {host.pk: host for host in Host.objects.filter(pk__in=host_ids)}
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
-    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
-        fetched = list(pool.map(fetch, [host.uri for host in hosts]))
+    ordered = [hosts[pk] for pk in dict.fromkeys(host_ids) if pk in hosts]
+    return list(threads.host_pool().map(fetch, ordered))
+
+
+def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
+    """Store what ``read_hosts`` found, in the caller's transaction: a host that answered gets its inventory
+    stored, one that did not is marked down."""
     results = []
-    with transaction.atomic():  # one commit for them all (each host's rows are written in a savepoint)
-        for host, got in zip(hosts, fetched, strict=True):
-            if isinstance(got, VirtError):
-                mark_host_down(host.pk, got.message)
-                results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
-            else:
-                store_inventory(host.pk, got)
-                results.append(
-                    SyncResult(
-                        host.pk,
-                        ok=True,
-                        domains=len(got.domains),
-                        round_trips=got.round_trips,
-                        seconds=got.seconds,
-                        inventory=got,
-                    )
+    for host, got in reads:
+        if isinstance(got, VirtError):
+            mark_host_down(host.pk, got.message)
+            results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
+        else:
+            store_inventory(host.pk, got)
+            results.append(
+                SyncResult(
+                    host.pk,
+                    ok=True,
+                    domains=len(got.domains),
+                    round_trips=got.round_trips,
+                    seconds=got.seconds,
+                    inventory=got,
                 )
-    order = {pk: i for i, pk in enumerate(host_ids)}
-    return sorted(results, key=lambda r: order.get(r.host_id, 0))
+            )
+    return results
 
 
 @transaction.atomic
@@ -184,7 +197,7 @@ _DOMAIN_FIELDS = (
 )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # a failure aborts the caller's whole transaction anyway
 def store_inventory(host_id: int, inventory: Inventory) -> None:
     """Write one sync's findings: host facts, topology (only if it changed), and every guest."""
     host = Host.objects.select_for_update().get(pk=host_id)
@@ -239,7 +252,7 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
             to_update.append(row)
     Domain.objects.bulk_create(to_create)
     # Most guests do not change between syncs: rewrite only those that did, stamp all of them.
-    Domain.objects.bulk_update(to_update, _DOMAIN_FIELDS, batch_size=200)
+    update_rows(to_update, _DOMAIN_FIELDS)
     Domain.objects.filter(host=host).update(synced_at=now)
     # Guests undefined on the host since the last sync are gone for good.
     Domain.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from celery import shared_task
 
 from hosts import apply, change_requests, services
-from hosts.models import Host
+from hosts.models import ApplyJob, Host
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def sync_all_hosts() -> int:
 BUSY_RETRIES = 200
 
 
-def _run_jobs(job_ids: list[int], attempt: int) -> None:
-    busy = apply.run_jobs(job_ids)
+def _run_jobs(job_ids: list[int], attempt: int, claimed: Sequence[ApplyJob] = ()) -> None:
+    busy = apply.run_jobs(job_ids, claimed)
     if not busy:
         return
     if attempt >= BUSY_RETRIES:
@@ -57,9 +58,9 @@ def _run_jobs(job_ids: list[int], attempt: int) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)
 def start_change_request(change_request_id: int) -> int:
     """Re-plan an approved change request, then apply it on its hosts in parallel, here and now."""
-    job_ids = change_requests.start_change_request(change_request_id)
-    _run_jobs(job_ids, 0)
-    return len(job_ids)
+    started = change_requests.start_change_request(change_request_id)
+    _run_jobs(started.waiting, 0, started.claimed)
+    return len(started.claimed) + len(started.waiting)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
-from hosts import apply, change_requests, services
+from hosts import apply, change_requests, libvirt_client, services
 from hosts.fleet import Fleet
-from hosts.models import ApplyJob, AuditEvent, ChangeRequest, Domain, Host
+from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host
 from tests.conftest import virsh, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -95,8 +96,8 @@ def partition_all(fleet_hosts: list[Host], client: Client) -> None:
         assert response.status_code == 200, response.content
 
 
-def propose(op: Client, content: dict[str, Any], names: list[str], scope: str = "both") -> int:
-    profile = op.post("/api/profiles/", {"name": "p", "content": content}, content_type="application/json")
+def propose(op: Client, content: dict[str, Any], names: list[str], scope: str = "both", profile_name: str = "p") -> int:
+    profile = op.post("/api/profiles/", {"name": profile_name, "content": content}, content_type="application/json")
     assert profile.status_code == 201, profile.content
     created = op.post(
         "/api/change-requests/",
@@ -235,12 +236,12 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     cr_id = propose(login(operator), CAP_AND_PIN, names)
     ChangeRequest.objects.filter(pk=cr_id).update(status=ChangeRequest.Status.SCHEDULED, decided_by=approver)
 
-    job_ids = change_requests.start_change_request(cr_id)
-    assert len(job_ids) == 3
+    started = change_requests.start_change_request(cr_id)
+    assert len(started.claimed) == 3 and not started.waiting
     virsh(uri2, "schedinfo", names[1], "--live", "global_period=100000", "global_quota=10000")
     live_before = tuning(uri2, names[1], "--live")
     config_before = tuning(uri2, names[1], "--config")
-    assert apply.run_jobs(job_ids) == []  # no host was busy
+    assert apply.run_jobs([], started.claimed) == []  # no host was busy
 
     done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
     assert done["status"] == "partially_applied", done
@@ -255,6 +256,102 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     assert_applied(fleet.host(2).uri, names[2])
     event = AuditEvent.objects.get(change_request_id=cr_id, action="change.failed")
     assert "restored to its snapshot" in event.message and event.object_repr == names[1], event.message
+
+
+def _scheduled(op: Client, approver: User, names: list[str], profile_name: str = "p") -> int:
+    """A live change request approved with the ORM only, so that no worker picks it up: the test runs the
+    worker's steps itself (start_change_request, then run_jobs) and changes the world in between."""
+    cr_id = propose(op, CAP_AND_PIN, names, scope="live", profile_name=profile_name)
+    ChangeRequest.objects.filter(pk=cr_id).update(status=ChangeRequest.Status.SCHEDULED, decided_by=approver)
+    return cr_id
+
+
+def assert_applied_live(uri: str, name: str) -> None:
+    now = tuning(uri, name, "--live")
+    assert now["emulatorpin"] == "0" and now["sched"]["vcpu_quota"] == "50000", (name, now)
+
+
+def test_host_stopped_between_the_replan_and_the_write_fails_its_guest_as_not_changed(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    keeper: Keeper,
+    operator: User,
+    approver: User,
+    admin_user: User,
+    login: Callable[[User], Client],
+) -> None:
+    """The start claims every job and marks the guests applying before anything is written. If a host is
+    gone when the worker opens it, its guest was never written: it fails as not changed, not as possibly
+    half-changed (which is what a guest marked applying by an earlier, dead worker must say)."""
+    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
+    before = [keeper.keep(i, name) for i, name in enumerate(names)]
+    partition_all(fleet_hosts, login(admin_user))
+    cr_id = _scheduled(login(operator), approver, names)
+    started = change_requests.start_change_request(cr_id)
+    assert len(started.claimed) == 3 and not started.waiting
+    assert [t.status for t in ChangeTarget.objects.filter(change_request_id=cr_id)] == ["applying"] * 3
+    stopped = fleet.host(1)
+    stopped.stop_daemon()
+    libvirt_client.disconnect(stopped.uri)  # as the connection's close callback does once it sees the EOF
+    try:
+        assert apply.run_jobs([], started.claimed) == []
+    finally:
+        stopped.start()
+    done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
+    assert done["status"] == "partially_applied", done
+    results = by_name(done)
+    assert [results[n]["status"] for n in names] == ["applied", "failed", "applied"]
+    failed = results[names[1]]
+    assert "cannot be reached" in failed["error"] and "not changed" in failed["error"], failed
+    assert not failed["restore_error"], failed
+    assert tuning(stopped.uri, names[1], "--live") == before[1]
+    assert_applied_live(fleet.host(0).uri, names[0])
+    assert_applied_live(fleet.host(2).uri, names[2])
+
+
+def test_a_host_busy_at_the_start_is_snapshotted_when_its_job_is_claimed(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    keeper: Keeper,
+    operator: User,
+    approver: User,
+    admin_user: User,
+    login: Callable[[User], Client],
+) -> None:
+    """A free host's guests take the re-plan's read as their snapshot; a busy host's guest waits for its job
+    with no snapshot at all (by then that read is old), and is read afresh once the job is claimed."""
+    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
+    for i, name in enumerate(names):
+        keeper.keep(i, name)
+    partition_all(fleet_hosts, login(admin_user))
+    op = login(operator)
+    other = _scheduled(op, approver, [names[1]], profile_name="other")
+    holder = ApplyJob.objects.create(
+        change_request_id=other,
+        host=fleet_hosts[1],
+        kind=ApplyJob.Kind.APPLY,
+        status=ApplyJob.Status.RUNNING,
+        claimed_at=timezone.now(),
+        claimed_by=change_requests._worker_identity(),  # this live process holds host 2
+    )
+    cr_id = _scheduled(op, approver, names)
+    started = change_requests.start_change_request(cr_id)
+    assert sorted(job.host_id for job in started.claimed) == [fleet_hosts[0].pk, fleet_hosts[2].pk]
+    [waiting] = started.waiting
+    targets = {t.domain_name: t for t in ChangeTarget.objects.filter(change_request_id=cr_id)}
+    assert targets[names[1]].status == "planned" and targets[names[1]].before is None
+    assert all(targets[n].status == "applying" and targets[n].before for n in (names[0], names[2]))
+
+    assert apply.run_jobs([], started.claimed) == []
+    assert apply.run_jobs([waiting]) == [waiting]  # host 2 is still busy: nothing happens to its guest
+    assert ChangeTarget.objects.get(change_request_id=cr_id, domain_name=names[1]).before is None
+    ApplyJob.objects.filter(pk=holder.pk).update(status=ApplyJob.Status.DONE)
+    assert apply.run_jobs([waiting]) == []
+    done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
+    assert done["status"] == "applied", done
+    assert by_name(done)[names[1]]["before"]["live"]["sched"]["vcpu_quota"] != 50000
+    for i, name in enumerate(names):
+        assert_applied_live(fleet.host(i).uri, name)
 
 
 def test_cap_below_an_existing_global_cap_fails_the_request_at_replan_and_touches_nothing(
