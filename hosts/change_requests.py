@@ -216,10 +216,10 @@ def start_change_request(cr_id: int) -> Started:
     """Begin applying an approved request: read its hosts, re-plan, and create one job per host.
 
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
-    applying only has its unfinished jobs handed back. Storing the read, the re-plan's verdict and the jobs
-    are one transaction. A job whose host is free is claimed by this process as it is created, and for a
-    live change its guests' snapshots (this very read) are stored with it and they are marked applying: the
-    caller writes them straight away.
+    applying only has its unfinished jobs handed back. Each host's read is stored as it answers; the
+    re-plan's verdict and the jobs are then one transaction. A job whose host is free is claimed by this
+    process as it is created, and for a live change its guests' snapshots (this very read) are stored with
+    it and they are marked applying: the caller writes them straight away.
     """
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
@@ -237,9 +237,11 @@ def start_change_request(cr_id: int) -> Started:
     host_ids = sorted({t.host_id for t in targets})
     # Re-plan from what the hosts say now; a live change needs only the guests' live state.
     live_only = cr.scope == ChangeRequest.Scope.LIVE
-    reads = services.read_hosts(host_ids, light=live_only)
+    synced = []
+    for answered in services.read_hosts_as_answered(host_ids, light=live_only):
+        with transaction.atomic():  # each host as it answers, while the others are still being read
+            synced += services.store_reads([answered])
     with transaction.atomic():
-        synced = services.store_reads(reads)
         problem, unavailable = _replan(cr, targets, host_ids)
         if problem:
             _abort(cr, problem)
@@ -385,11 +387,12 @@ def finish_change_request(cr_id: int) -> None:
     """Set a request's final status once every job is done (no-op while some still run)."""
     with transaction.atomic():
         cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
-        if cr.jobs.exclude(status=ApplyJob.Status.DONE).exists():
+        jobs = list(cr.jobs.values_list("kind", "status"))
+        if any(status != ApplyJob.Status.DONE for _kind, status in jobs):
             return
         statuses = list(cr.targets.values_list("status", flat=True))
         S = ChangeTarget.Status
-        if cr.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exists():
+        if any(kind == ApplyJob.Kind.ROLLBACK for kind, _status in jobs):
             restored = all(s in (S.ROLLED_BACK, S.FAILED, S.SKIPPED) for s in statuses)
             cr.status = ChangeRequest.Status.ROLLED_BACK if restored else cr.status
             cr.status_message = "Rolled back." if restored else "Some guests could not be rolled back; see below."
@@ -403,7 +406,7 @@ def finish_change_request(cr_id: int) -> None:
             else:
                 cr.status, cr.status_message = ChangeRequest.Status.FAILED, "No guest was changed; see below."
         cr.finished_at = timezone.now()
-        cr.save()
+        cr.save(update_fields=["status", "status_message", "finished_at"])
 
 
 def _worker_identity() -> str:

@@ -7,7 +7,8 @@ management commands validate input and call one of these; none saves domain stat
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,13 @@ HostRead = tuple[Host, Inventory | VirtError]
 
 def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead]:
     """Read several hosts from libvirt at the same time (no database write); in ``host_ids``' order."""
+    reads = {host.pk: (host, got) for host, got in read_hosts_as_answered(host_ids, light=light)}
+    return [reads[pk] for pk in dict.fromkeys(host_ids) if pk in reads]
+
+
+def read_hosts_as_answered(host_ids: Sequence[int], *, light: bool = False) -> Iterator[HostRead]:
+    """Read several hosts from libvirt at the same time; yield each as soon as it has answered (or failed),
+    so the caller can store one host while the others are still being read."""
 
     def fetch(host: Host) -> HostRead:
         try:
@@ -98,11 +106,12 @@ def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead
         except VirtError as exc:
             return host, exc
 
-    hosts = {host.pk: host for host in Host.objects.filter(pk__in=host_ids)}
+    hosts = list(Host.objects.filter(pk__in=set(host_ids)).order_by("pk"))
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
-    ordered = [hosts[pk] for pk in dict.fromkeys(host_ids) if pk in hosts]
-    return list(threads.host_pool().map(fetch, ordered))
+    futures = [threads.host_pool().submit(fetch, host) for host in hosts]
+    for future in as_completed(futures):
+        yield future.result()
 
 
 def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
@@ -181,6 +190,10 @@ def _store_topology(host: Host, inventory: Inventory) -> None:
         )
 
 
+# What a sync writes to the host's row; only a complete read has the host's identity.
+_HOST_SYNC_FIELDS = ("status", "last_error", "last_seen_at", "last_sync_at", "sync_round_trips", "sync_seconds")
+_HOST_IDENTITY_FIELDS = ("hostname", "libvirt_version", "hypervisor_version", "cpu_model")
+
 _DOMAIN_FIELDS = (
     "name",
     "state",
@@ -213,7 +226,7 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
         host.cpu_model = inventory.host.cpu_model
     host.sync_round_trips = inventory.round_trips
     host.sync_seconds = inventory.seconds
-    host.save()
+    host.save(update_fields=[*_HOST_SYNC_FIELDS, *(_HOST_IDENTITY_FIELDS if inventory.complete else ())])
     if inventory.complete:
         _store_topology(host, inventory)
     else:
