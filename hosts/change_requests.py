@@ -13,7 +13,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -21,10 +21,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from hosts import services
-from hosts.libvirt_client import GuestSnapshot
+from hosts.libvirt_client import DomainFacts, GuestSnapshot
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
 from hosts.models.rows import update_rows
-from hosts.planning import plan_for_domains
+from hosts.planning import SCOPE_PARTS, plan_for_domains
 from hosts.profile_schema import validate_profile
 from hosts.services import Actor, audit_user
 
@@ -218,8 +218,8 @@ def start_change_request(cr_id: int) -> Started:
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
     applying only has its unfinished jobs handed back. Each host's read is stored as it answers; the
     re-plan's verdict and the jobs are then one transaction. A job whose host is free is claimed by this
-    process as it is created, and for a live change its guests' snapshots (this very read) are stored with
-    it and they are marked applying: the caller writes them straight away.
+    process as it is created; its guests' snapshots (this very read) are stored with it and they are marked
+    applying: the caller writes them straight away.
     """
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
@@ -235,10 +235,10 @@ def start_change_request(cr_id: int) -> Started:
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
     targets = list(cr.targets.select_related("host", "domain"))
     host_ids = sorted({t.host_id for t in targets})
-    # Re-plan from what the hosts say now; a live change needs only the guests' live state.
-    live_only = cr.scope == ChangeRequest.Scope.LIVE
+    # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
+    scopes = SCOPE_PARTS[cr.scope]
     synced = []
-    for answered in services.read_hosts_as_answered(host_ids, light=live_only):
+    for answered in services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes):
         with transaction.atomic():  # each host as it answers, while the others are still being read
             synced += services.store_reads([answered])
     with transaction.atomic():
@@ -249,26 +249,35 @@ def start_change_request(cr_id: int) -> Started:
         _record_unavailable(cr, targets, unavailable)
         reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
         jobs, busy_hosts = _create_jobs(cr, reachable, JOB_LEASE_SECONDS)
-        if live_only:
-            # A live change touches only what this read just saw: it is each guest's snapshot, stored with
-            # the jobs, so the worker writes without reading every guest again. A guest whose host is busy
-            # is read again once its job is claimed: by then this read is old.
-            read = {(r.host_id, f.uuid): f for r in synced if r.inventory for f in r.inventory.domains}
-            now = timezone.now()
-            starting = []
-            for t in targets:
-                facts = read.get((t.host_id, str(t.domain_uuid)))
-                if t.pk in unavailable or t.host_id in busy_hosts or facts is None or facts.live is None:
-                    continue
-                t.before = GuestSnapshot(facts=facts, config_xml=None).as_json()
-                t.status, t.started_at = ChangeTarget.Status.APPLYING, now
-                starting.append(t)
-            update_rows(starting, ["before", "status", "started_at"])
+        # The change touches only what this read just saw: it is each guest's snapshot, stored with the jobs,
+        # so the worker writes without reading every guest again. A guest whose host is busy is read again
+        # once its job is claimed: by then this read is old.
+        read = {(r.host_id, f.uuid): f for r in synced if r.inventory for f in r.inventory.domains}
+        now = timezone.now()
+        starting = []
+        for t in targets:
+            facts = read.get((t.host_id, str(t.domain_uuid)))
+            if t.pk in unavailable or t.host_id in busy_hosts or not _snapshot_holds(facts, scopes):
+                continue
+            t.before = GuestSnapshot(facts=facts, config_xml=facts.config_xml).as_json()
+            t.status, t.started_at = ChangeTarget.Status.APPLYING, now
+            starting.append(t)
+        update_rows(starting, ["before", "status", "started_at"])
     if not jobs:
         finish_change_request(cr.pk)
     return Started(
         claimed=[job for job in jobs if job.host_id not in busy_hosts],
         waiting=[job.pk for job in jobs if job.host_id in busy_hosts],
+    )
+
+
+def _snapshot_holds(facts: DomainFacts | None, scopes: tuple[str, ...]) -> TypeGuard[DomainFacts]:
+    """Whether a re-plan's read of a guest has all a snapshot of these scopes needs (else the worker reads it,
+    and says why it cannot change it)."""
+    if facts is None:
+        return False
+    return ("live" not in scopes or facts.live is not None) and (
+        "config" not in scopes or (facts.config is not None and facts.config_xml is not None)
     )
 
 

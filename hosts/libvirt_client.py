@@ -301,6 +301,9 @@ class DomainFacts:
     config: Tuning | None
     affinity: dict[int, str] | None = field(default_factory=dict)  # None: not read this time
     vcpu_states: dict[int, str] = field(default_factory=dict)
+    # The persistent definition with its secrets, kept only when asked for (a change's snapshot, for an exact
+    # restore); never stored in the inventory.
+    config_xml: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,8 @@ class Inventory:
     domains: tuple[DomainFacts, ...]
     round_trips: int
     seconds: float
-    # A light read (before re-planning a live change) skips running guests' config and vCPU affinity.
+    # A light read (before re-planning a change) skips the host's identity and the guests' vCPU affinity, and
+    # running guests' config unless asked for.
     complete: bool = True
 
 
@@ -419,21 +423,26 @@ def _domain_facts(
     *,
     with_config: bool = True,
     with_affinity: bool = True,
+    keep_config_xml: bool = False,
 ) -> DomainFacts:
     """Read one guest.
 
     ``with_config=False`` skips the persistent config (a live-only change needs none); ``with_affinity=False``
     skips the vCPU threads' affinity (``affinity`` is then None), which only a vCPU pin can change.
+    ``keep_config_xml`` reads the config with its secrets and keeps that XML (for a snapshot).
     """
     active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
     persistent = True
     config: Tuning | None = None
+    config_xml: str | None = None
     facts: dict[str, Any] = {}
     if with_config:
         try:
             config_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-            config_xml = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
-            config, facts = tuning_from_xml(config_xml, config_sched, host_cpus)
+            flags = libvirt.VIR_DOMAIN_XML_INACTIVE | (libvirt.VIR_DOMAIN_XML_SECURE if keep_config_xml else 0)
+            xml = rt.call(dom.XMLDesc, flags)
+            config, facts = tuning_from_xml(xml, config_sched, host_cpus)
+            config_xml = xml if keep_config_xml else None
         except PermanentVirtError as exc:
             if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
@@ -465,10 +474,11 @@ def _domain_facts(
         config=config,
         affinity=affinity,
         vcpu_states=vcpu_states,
+        config_xml=config_xml,
     )
 
 
-def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
+def fetch_inventory(uri: str, *, light: bool = False, keep_config: bool = False) -> Inventory:
     """Read a host's facts, topology and every guest with its tuning, in as few round trips as libvirt allows.
 
     Per host: capabilities, CPU map, versions, hostname, and one bulk state call listing every guest.
@@ -478,7 +488,8 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
     ``light=True`` reads a running guest's live XML and scheduler parameters only (what re-planning a live
     change needs, and what its snapshot holds); its config and affinity are then None. Of the host it reads
     only which CPUs are online: name, versions and topology are left blank, and the caller keeps what it
-    knew.
+    knew. ``keep_config=True`` also reads every guest's config, with its secrets, and keeps its XML (what
+    re-planning and snapshotting a change of the persistent config needs).
     """
     started = time.perf_counter()
     conn = connect(uri)
@@ -521,7 +532,13 @@ def fetch_inventory(uri: str, *, light: bool = False) -> Inventory:
                 state = int(stats.get("state.state", 0))
                 running = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
                 return _domain_facts(
-                    rt, dom, state, online, with_config=not (light and running), with_affinity=not light
+                    rt,
+                    dom,
+                    state,
+                    online,
+                    with_config=keep_config or not (light and running),
+                    with_affinity=not light,
+                    keep_config_xml=keep_config,
                 )
             except PermanentVirtError as exc:
                 if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
@@ -642,13 +659,11 @@ class HostSession:
         dom = self.domain(uuid)
         if state is None:
             state, _reason = self.rt.call(dom.state)
+        config = "config" in scopes
         facts = _domain_facts(
-            self.rt, dom, state, self.online, with_config="config" in scopes, with_affinity=with_affinity
+            self.rt, dom, state, self.online, with_config=config, with_affinity=with_affinity, keep_config_xml=config
         )
-        xml = None
-        if "config" in scopes and facts.persistent:
-            xml = self.rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-        return GuestSnapshot(facts=facts, config_xml=xml)
+        return GuestSnapshot(facts=facts, config_xml=facts.config_xml)
 
     def apply(self, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> None:
         """Write the desired pins and caps to a guest, live and/or in its config.

@@ -96,13 +96,16 @@ def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead
     return [reads[pk] for pk in dict.fromkeys(host_ids) if pk in reads]
 
 
-def read_hosts_as_answered(host_ids: Sequence[int], *, light: bool = False) -> Iterator[HostRead]:
+def read_hosts_as_answered(
+    host_ids: Sequence[int], *, light: bool = False, keep_config: bool = False
+) -> Iterator[HostRead]:
     """Read several hosts from libvirt at the same time; yield each as soon as it has answered (or failed),
-    so the caller can store one host while the others are still being read."""
+    so the caller can store one host while the others are still being read. ``light`` and ``keep_config``
+    are libvirt_client.fetch_inventory's."""
 
     def fetch(host: Host) -> HostRead:
         try:
-            return host, libvirt_client.fetch_inventory(host.uri, light=light)
+            return host, libvirt_client.fetch_inventory(host.uri, light=light, keep_config=keep_config)
         except VirtError as exc:
             return host, exc
 
