@@ -238,6 +238,10 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
 
     started = change_requests.start_change_request(cr_id)
     assert len(started.claimed) == 3 and not started.waiting
+    # A change of live and config: the re-plan's read is each guest's whole snapshot, the exact XML included.
+    for target in ChangeTarget.objects.filter(change_request_id=cr_id):
+        assert target.status == "applying" and target.before["live"] and target.before["config"], target.before
+        assert target.before["config_xml"].startswith("<domain"), target.before
     virsh(uri2, "schedinfo", names[1], "--live", "global_period=100000", "global_quota=10000")
     live_before = tuning(uri2, names[1], "--live")
     config_before = tuning(uri2, names[1], "--config")

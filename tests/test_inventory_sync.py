@@ -198,6 +198,26 @@ def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: F
         virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=1024")
 
 
+def test_a_light_read_keeping_config_has_each_guests_config_and_its_exact_xml(
+    fleet: Fleet, fleet_hosts: list[Host]
+) -> None:
+    """What re-planning a change of the persistent config reads, and what becomes each guest's snapshot:
+    the live and config tuning and the config's XML as virsh dumps it with its secrets, in 4 calls per
+    running guest (no affinity, no host identity)."""
+    host = fleet_hosts[2]
+    name = f"{fleet.prefix}3-web"
+    plain = libvirt_client.fetch_inventory(host.uri, light=True)
+    assert all(d.config_xml is None for d in plain.domains)
+    assert next(d for d in plain.domains if d.name == name).config is None  # running: its config is not read
+    read = libvirt_client.fetch_inventory(host.uri, light=True, keep_config=True)
+    web = next(d for d in read.domains if d.name == name)
+    assert web.live is not None and web.config is not None and web.affinity is None
+    assert web.config_xml == virsh(host.uri, "dumpxml", "--inactive", "--security-info", name)
+    running = sum(d.state == "running" for d in read.domains)
+    assert read.round_trips == 2 + 4 * running + 2 * (len(read.domains) - running)
+    assert "config_xml" not in repr(web)  # secrets stay out of logs
+
+
 def test_an_apply_session_after_a_read_of_the_host_reuses_its_cpu_map_and_guest_handles(
     fleet_hosts: list[Host],
 ) -> None:
