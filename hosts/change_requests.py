@@ -221,11 +221,20 @@ def start_change_request(cr_id: int) -> Started:
     process as it is created; its guests' snapshots (this very read) are stored with it and they are marked
     applying: the caller writes them straight away.
     """
+    cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
+    scopes = SCOPE_PARTS[cr.scope]
+    targets = list(cr.targets.select_related("host", "domain"))
+    host_ids = sorted({t.host_id for t in targets})
+    reading = None
+    if cr.status == ChangeRequest.Status.SCHEDULED and host_ids:
+        # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes
+        # it. The reads start before the claim below and run while it commits; if it is lost, they are wasted.
+        reading = services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes)
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
             status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
         )
-        cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
+        cr.refresh_from_db(fields=["status", "started_at"])
         if claimed:
             _audit(cr, AuditEvent.Action.CHANGE_APPLY)
     if not claimed:
@@ -233,12 +242,10 @@ def start_change_request(cr_id: int) -> Started:
             return Started()
         unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
-    targets = list(cr.targets.select_related("host", "domain"))
-    host_ids = sorted({t.host_id for t in targets})
-    # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
-    scopes = SCOPE_PARTS[cr.scope]
+    if reading is None and host_ids:  # approved between the look above and the claim
+        reading = services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes)
     synced = []
-    for answered in services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes):
+    for answered in reading or ():
         with transaction.atomic():  # each host as it answers, while the others are still being read
             synced += services.store_reads([answered])
     with transaction.atomic():
@@ -287,7 +294,8 @@ def _replan(cr: ChangeRequest, targets: list[ChangeTarget], host_ids: list[int])
     Returns why the whole request must stop ('' if it may go on) and, per target that cannot be changed
     now (its guest is gone, its host down, or the guest not running for a live change), the reason.
     """
-    current = {(d.host_id, d.uuid): d for d in Domain.objects.filter(host_id__in=host_ids).select_related("host")}
+    everyone = list(Domain.objects.filter(host_id__in=host_ids).select_related("host"))
+    current = {(d.host_id, d.uuid): d for d in everyone}
     unavailable: dict[int, str] = {}
     live_targets = []
     for t in targets:
@@ -300,7 +308,7 @@ def _replan(cr: ChangeRequest, targets: list[ChangeTarget], host_ids: list[int])
         else:
             live_targets.append((t, domain))
     spec = validate_profile(cr.profile_revision.content)
-    replanned = plan_for_domains(spec, [d for _t, d in live_targets], cr.scope)
+    replanned = plan_for_domains(spec, [d for _t, d in live_targets], cr.scope, neighbours=everyone)
     for (t, _d), fresh in zip(live_targets, replanned, strict=True):
         availability = [i for i in fresh.plan.errors if i.code in AVAILABILITY_CODES]
         others = [i for i in fresh.plan.errors if i.code not in AVAILABILITY_CODES]

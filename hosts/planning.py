@@ -78,13 +78,19 @@ class TargetPlan:
         return self.plan.ok
 
 
-def plan_for_domains(spec: ProfileSpec, domains: Sequence[Domain], scope: str) -> list[TargetPlan]:
-    """Plan a profile for the given guests (in order), considering every other guest on their hosts."""
+def plan_for_domains(
+    spec: ProfileSpec, domains: Sequence[Domain], scope: str, *, neighbours: Iterable[Domain] | None = None
+) -> list[TargetPlan]:
+    """Plan a profile for the given guests (in order), considering every other guest on their hosts.
+
+    ``neighbours``: every guest of those hosts, for a caller that has just read them (else they are read).
+    """
     host_ids = {d.host_id for d in domains}
     layouts = host_layouts(host_ids)
     by_host: dict[int, list[GuestState]] = {pk: [] for pk in host_ids}
-    for other in Domain.objects.filter(host_id__in=host_ids):
-        by_host[other.host_id].append(guest_state(other))
+    for other in Domain.objects.filter(host_id__in=host_ids) if neighbours is None else neighbours:
+        if other.host_id in by_host:
+            by_host[other.host_id].append(guest_state(other))
     plans = plan_change(spec, [guest_state(d) for d in domains], layouts, by_host, scope)
     out = []
     for domain, plan in zip(domains, plans, strict=True):

@@ -99,9 +99,9 @@ def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead
 def read_hosts_as_answered(
     host_ids: Sequence[int], *, light: bool = False, keep_config: bool = False
 ) -> Iterator[HostRead]:
-    """Read several hosts from libvirt at the same time; yield each as soon as it has answered (or failed),
-    so the caller can store one host while the others are still being read. ``light`` and ``keep_config``
-    are libvirt_client.fetch_inventory's."""
+    """Start reading several hosts from libvirt at the same time; the iterator returned gives each as soon as
+    it has answered (or failed), so the caller can store one host while the others are still being read.
+    ``light`` and ``keep_config`` are libvirt_client.fetch_inventory's."""
 
     def fetch(host: Host) -> HostRead:
         try:
@@ -112,9 +112,8 @@ def read_hosts_as_answered(
     hosts = list(Host.objects.filter(pk__in=set(host_ids)).order_by("pk"))
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
-    futures = [threads.host_pool().submit(fetch, host) for host in hosts]
-    for future in as_completed(futures):
-        yield future.result()
+    futures = [threads.host_pool().submit(fetch, host) for host in hosts]  # the reads start here, not when
+    return (future.result() for future in as_completed(futures))  # the caller begins to iterate
 
 
 def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
