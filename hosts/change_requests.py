@@ -223,7 +223,7 @@ def start_change_request(cr_id: int) -> Started:
     """
     cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
     scopes = SCOPE_PARTS[cr.scope]
-    targets = list(cr.targets.select_related("host", "domain"))
+    targets = list(cr.targets.select_related("host"))
     host_ids = sorted({t.host_id for t in targets})
     reading = None
     if cr.status == ChangeRequest.Status.SCHEDULED and host_ids:

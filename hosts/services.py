@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from hosts import libvirt_client, threads
@@ -232,9 +233,11 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
     if inventory.complete:
         _store_topology(host, inventory)
     else:
-        online = inventory.host.online
-        HostCPU.objects.filter(host=host, online=False, cpu_id__in=online).update(online=True)
-        HostCPU.objects.filter(host=host, online=True).exclude(cpu_id__in=online).update(online=False)
+        # One statement, touching only the CPUs that came online or went offline.
+        online = Q(cpu_id__in=inventory.host.online)
+        HostCPU.objects.filter(host=host).filter((online & Q(online=False)) | (~online & Q(online=True))).update(
+            online=Case(When(online, then=Value(True)), default=Value(False))
+        )
 
     existing = {str(d.uuid): d for d in Domain.objects.filter(host=host)}
     to_create: list[Domain] = []
