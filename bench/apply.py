@@ -5,11 +5,12 @@ until every guest is verified, is at least 10x faster than the equivalent sequen
 at most 2x a minimal libvirt-python script (one connection per host, hosts in parallel: the floor).
 
 All three sides run in the same process run against the same three private libvirtd hosts with G/3 tiny real
-KVM guests each (G growing), applying the same values to the same guests:
+KVM guests each (G growing; measured once the freshly started guests have booted and idle), applying the same
+values to the same guests:
 
 - isoweb: a change request (created and planned beforehand, reported separately) is approved with
   ``approve_change_request``; a real Celery worker (its own process, ``--concurrency 3``) on this benchmark's
-  own Redis and throwaway SQLite database re-plans it (the re-plan's read is each guest's live snapshot),
+  own Redis and throwaway SQLite database re-plans it (the re-plan's read is each guest's snapshot),
   applies it on the hosts in parallel (per guest: apply, read back and verify) and marks it applied. Timed
   from ``approve_change_request`` returning until the moment the worker recorded the request as finished
   (its ``finished_at``, written once every guest is verified). The database is polled every 50 ms to notice

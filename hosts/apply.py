@@ -1,17 +1,18 @@
 """Apply (or roll back) a change request's per-host jobs, verifying every guest's change.
 
-Per guest: take a snapshot (what the change's scope touches: live tuning, config tuning and persistent
-XML; a live change's snapshot is the re-plan's own read, see change_requests.start_change_request), write
-the planned pins and caps, read them back and compare (libvirt's getters and the vCPU threads' real
-affinity), and on any failure put back what the change touched from the snapshot and record both errors.
-Every snapshot is committed before anything is written, so a worker killed mid-apply is redelivered with
-them: the guest is re-applied from the same snapshot (writing the same values twice has no further effect)
-and never re-snapshotted in its half-changed state.
+Per guest: a snapshot (what the change's scope touches: live tuning, config tuning and persistent XML;
+usually the re-plan's own read, stored with the jobs by change_requests.start_change_request, else read
+here first), then write the planned pins and caps, read them back and compare (libvirt's getters and the
+vCPU threads' real affinity), and on any failure put back what the change touched from the snapshot and
+record both errors. Every snapshot is committed before anything is written, so a worker killed mid-apply
+is redelivered with them: the guest is re-applied from the same snapshot (writing the same values twice
+has no further effect) and never re-snapshotted in its half-changed state.
 
 The hosts of one run go in parallel, a few guests of each host at once on its one connection (libvirt
-multiplexes calls), on one thread pool. Only the calling thread touches the database: it commits whatever
-guests finished together in one short transaction, so the change request page shows progress as it goes
-and the database sees few commits.
+multiplexes calls), on the process's call pool (hosts.threads). Only the calling thread touches the
+database: it commits whatever guests finished together, at most every COMMIT_EVERY_SECONDS, with one
+statement per table, so the change request page shows progress as it goes and a commit does not compete
+with the guests in flight.
 """
 
 from __future__ import annotations

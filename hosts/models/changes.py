@@ -126,8 +126,9 @@ class ChangeTarget(models.Model):
 class ApplyJob(models.Model):
     """One unit of worker work: apply (or roll back) a change request's guests on one host.
 
-    Workers claim a job with a conditional UPDATE, so a redelivered task never runs the same job twice
-    at once; a job whose worker died is claimed again once its lease has expired.
+    A job is claimed by the worker that creates it (or later, with the host rows locked, if its host was
+    busy), so a redelivered task never runs the same job twice at once; a job whose worker died, or whose
+    lease expired, is claimed again.
     """
 
     class Kind(models.TextChoices):
