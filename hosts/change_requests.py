@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
@@ -216,8 +216,8 @@ def start_change_request(cr_id: int) -> Started:
     """Begin applying an approved request: read its hosts, re-plan, and create one job per host.
 
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
-    applying only has its unfinished jobs handed back. Each host's read is stored as it answers; the
-    re-plan's verdict and the jobs are then one transaction. A job whose host is free is claimed by this
+    applying only has its unfinished jobs handed back. Storing the read, the re-plan's verdict and the jobs
+    are one transaction. A job whose host is free is claimed by this
     process as it is created; its guests' snapshots (this very read) are stored with it and they are marked
     applying: the caller writes them straight away.
     """
@@ -225,11 +225,11 @@ def start_change_request(cr_id: int) -> Started:
     scopes = SCOPE_PARTS[cr.scope]
     targets = list(cr.targets.select_related("host"))
     host_ids = sorted({t.host_id for t in targets})
-    reading = None
+    reading: Callable[[], list[services.HostRead]] | None = None
     if cr.status == ChangeRequest.Status.SCHEDULED and host_ids:
         # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes
         # it. The reads start before the claim below and run while it commits; if it is lost, they are wasted.
-        reading = services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes)
+        reading = services.begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
             status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
@@ -243,12 +243,10 @@ def start_change_request(cr_id: int) -> Started:
         unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
     if reading is None and host_ids:  # approved between the look above and the claim
-        reading = services.read_hosts_as_answered(host_ids, light=True, keep_config="config" in scopes)
-    synced = []
-    for answered in reading or ():
-        with transaction.atomic():  # each host as it answers, while the others are still being read
-            synced += services.store_reads([answered])
+        reading = services.begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
+    answered = reading() if reading is not None else []
     with transaction.atomic():
+        synced = services.store_reads(answered)
         problem, unavailable = _replan(cr, targets, host_ids)
         if problem:
             _abort(cr, problem)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from defusedxml.ElementTree import fromstring as parse_xml
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from hosts import libvirt_client, services
 from hosts.cpulist import format_cpulist, parse_cpulist
@@ -196,6 +198,28 @@ def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: F
         assert kept.hostname and kept.libvirt_version
     finally:
         virsh(host.uri, "schedinfo", name, "--live", "cpu_shares=1024")
+
+
+def test_storing_several_hosts_costs_the_same_statements_as_one_and_keeps_them_apart(
+    fleet_hosts: list[Host],
+) -> None:
+    """The re-plan stores every host's read on its way to the first write: the statements do not grow with
+    the hosts, and each host's CPUs and guests are still its own."""
+    one = services.read_hosts([fleet_hosts[0].pk], light=True)
+    three = services.read_hosts([h.pk for h in fleet_hosts], light=True)
+    # As if CPU 1 of the first host and CPU 0 of the second had been offline at the last sync.
+    HostCPU.objects.filter(host=fleet_hosts[0], cpu_id=1).update(online=False)
+    HostCPU.objects.filter(host=fleet_hosts[1], cpu_id=0).update(online=False)
+    with CaptureQueriesContext(connection) as for_one, transaction.atomic():
+        services.store_reads(one)
+    with CaptureQueriesContext(connection) as for_three, transaction.atomic():
+        services.store_reads(three)
+    assert len(for_three) == len(for_one) <= 8, [q["sql"][:80] for q in for_three]
+    assert not HostCPU.objects.filter(host__in=fleet_hosts, online=False).exists()
+    for host, (_host, inventory) in zip(fleet_hosts, three, strict=True):
+        assert not isinstance(inventory, libvirt_client.VirtError)
+        stored = {str(u) for u in Domain.objects.filter(host=host).values_list("uuid", flat=True)}
+        assert stored == {d.uuid for d in inventory.domains}
 
 
 def test_a_light_read_keeping_config_has_each_guests_config_and_its_exact_xml(
