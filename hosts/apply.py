@@ -287,7 +287,6 @@ def _write(records: list[_Record]) -> None:
     for fields, targets in by_fields.items():
         update_rows(targets, fields)
     AuditEvent.objects.bulk_create([record.event for record in records])
-    _refresh_inventory([(record.target, record.now) for record in records if record.now is not None])
 
 
 def _refresh_inventory(changed: list[tuple[ChangeTarget, GuestSnapshot]]) -> None:
@@ -474,6 +473,7 @@ def _finish(runs: list[_HostRun]) -> None:
 def _run(runs: list[_HostRun]) -> None:
     """Apply or roll back the claimed jobs: hosts in parallel, this thread alone writing to the database."""
     markers: list[Marker] = []
+    changed: list[tuple[ChangeTarget, GuestSnapshot]] = []
     for run, session in zip(runs, threads.call_pool().map(_open, runs), strict=True):
         if isinstance(session, VirtError):
             _unreachable(run, session.message)
@@ -492,6 +492,7 @@ def _run(runs: list[_HostRun]) -> None:
             records = [(_record_applied if run.applying else _record_rolled_back)(t, o) for run, t, o in batch]
             _write(records)
             markers += [record.marker for record in records if record.marker is not None]
+            changed += [(record.target, record.now) for record in records if record.now is not None]
             # Every finished guest renews its job's lease; a job with none left is done (its host is free for
             # other changes), and once every job is, the requests' status is settled in this transaction.
             batch_runs = {run for run, _t, _o in batch}
@@ -503,7 +504,12 @@ def _run(runs: list[_HostRun]) -> None:
     if not finished:  # nothing to write (every guest failed before, or no host answered)
         with transaction.atomic():
             _finish(runs)
-    live.announce_markers(markers)  # every change above is committed: charts may reload their caps
+    # The change is recorded; now show the guests' new tuning in the inventory (the next sync would too),
+    # then tell the charts, which reload their caps from it.
+    if changed:
+        with transaction.atomic():
+            _refresh_inventory(changed)
+    live.announce_markers(markers)
 
 
 def run_jobs(job_ids: Sequence[int], claimed: Sequence[ApplyJob] = ()) -> list[int]:
