@@ -455,6 +455,14 @@ def _live_holders(host_ids: Sequence[int] | set[int], lease_seconds: int) -> dic
     return {job.pk: job.host_id for job in running if _holder_alive(job, lease_seconds)}
 
 
+def stalled_jobs(quiet_seconds: int) -> list[int]:
+    """Jobs left running by nobody: their claimant died, or has not renewed the claim for ``quiet_seconds``
+    (its task failed or hit its time limit, and a failed task is not redelivered). Handed to run_jobs
+    again, they finish from the progress stored so far."""
+    running = ApplyJob.objects.filter(status=ApplyJob.Status.RUNNING).order_by("pk")
+    return [job.pk for job in running if not _holder_alive(job, quiet_seconds)]
+
+
 @transaction.atomic
 def claim_jobs(job_ids: Sequence[int], lease_seconds: int) -> tuple[list[ApplyJob], list[int]]:
     """Claim jobs for this worker process, all in one transaction; return (claimed jobs, ids of busy ones).

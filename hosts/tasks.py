@@ -41,6 +41,10 @@ def sync_all_hosts() -> int:
 
 # A job whose host runs another change is tried again about every 1.5 s, for up to this many tries.
 BUSY_RETRIES = 200
+# Celery stops an apply task after this many seconds. A job whose claim has not been renewed for that long
+# and one lease more was left by a task that failed or hit the limit: nobody runs it any more.
+APPLY_TIME_LIMIT = 330
+STALLED_AFTER_SECONDS = APPLY_TIME_LIMIT + change_requests.JOB_LEASE_SECONDS
 
 
 def _run_jobs(job_ids: list[int], attempt: int, claimed: Sequence[ApplyJob] = ()) -> None:
@@ -55,7 +59,7 @@ def _run_jobs(job_ids: list[int], attempt: int, claimed: Sequence[ApplyJob] = ()
 
 # The apply runs inside these tasks, so they are acknowledged only when done and redelivered if their worker
 # dies: every step is idempotent (the request and each job are claimed, each guest's progress is stored).
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=APPLY_TIME_LIMIT)
 def start_change_request(change_request_id: int) -> int:
     """Re-plan an approved change request, then apply it on its hosts in parallel, here and now."""
     started = change_requests.start_change_request(change_request_id)
@@ -63,10 +67,21 @@ def start_change_request(change_request_id: int) -> int:
     return len(started.claimed) + len(started.waiting)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=330)
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=APPLY_TIME_LIMIT)
 def run_apply_jobs(job_ids: list[int], attempt: int = 0) -> int:
     """Apply or roll back per-host jobs (hosts in parallel); jobs whose host is busy are tried again later."""
     _run_jobs(job_ids, attempt)
+    return len(job_ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=APPLY_TIME_LIMIT)
+def resume_stalled_jobs() -> int:
+    """Finish apply and rollback jobs that nobody runs any more (run by beat), so no request stays applying
+    for ever; each guest goes on from its stored snapshot and status."""
+    job_ids = change_requests.stalled_jobs(STALLED_AFTER_SECONDS)
+    if job_ids:
+        log.warning("resuming %d stalled apply job(s): %s", len(job_ids), job_ids)
+        _run_jobs(job_ids, 0)
     return len(job_ids)
 
 

@@ -172,6 +172,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(ISOWEB_DUE_CHECK_INTERVAL),
         "options": {"expires": float(ISOWEB_DUE_CHECK_INTERVAL)},
     },
+    # Apply jobs left running by a task that failed or timed out (see hosts.tasks.resume_stalled_jobs).
+    "resume-stalled-jobs": {
+        "task": "hosts.tasks.resume_stalled_jobs",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
 }
 # A task whose worker dies is handed to another worker (apply jobs are idempotent and claimed by row).
 CELERY_TASK_REJECT_ON_WORKER_LOST = False

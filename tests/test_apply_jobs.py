@@ -7,11 +7,13 @@ jobs that would reach a host are never claimed here.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
-from hosts import tasks
+from hosts import change_requests, tasks
 from hosts.change_requests import claim_jobs
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfile, PinProfileRevision
 
@@ -80,3 +82,45 @@ def test_a_job_whose_host_stays_busy_fails_its_guests_unchanged(host: Host, oper
     assert cr.status == "failed" and cr.finished_at is not None
     assert AuditEvent.objects.filter(change_request=cr, action="change.failed").exists()
     assert ChangeTarget.objects.get(change_request=running.change_request).status == "planned"  # untouched
+
+
+def test_jobs_left_running_by_a_failed_task_are_found_and_finished_by_the_sweeper(operator: User) -> None:
+    """A task that fails or hits its time limit is acknowledged, not redelivered: the jobs it claimed stay
+    running and their request would stay applying for ever. Beat's sweeper finds the jobs whose claimant
+    is gone, or has not renewed its claim for longer than an apply task may run, and finishes them from
+    their stored progress (here their hosts do not answer, so the request settles with the reasons)."""
+    hosts = [
+        Host.objects.create(name=f"kvm-gone{n}", uri=f"qemu+tcp://127.0.0.1:{port}/system", transport="tcp")
+        for n, port in enumerate((9, 19, 29))
+    ]
+    me = change_requests._worker_identity()
+    long_ago = timezone.now() - timedelta(seconds=tasks.STALLED_AFTER_SECONDS + 5)
+    alive = _request(hosts[0], operator, "g-alive")  # its worker is still at it: left alone
+    quiet = _request(hosts[1], operator, "g-quiet")  # this process holds it, silent for too long
+    dead = _request(hosts[2], operator, "g-dead")  # held by a process that no longer exists
+    done = _request(hosts[0], operator, "g-done")
+    ApplyJob.objects.filter(pk=alive.pk).update(status="running", claimed_by=me, claimed_at=timezone.now())
+    ApplyJob.objects.filter(pk=quiet.pk).update(status="running", claimed_by=me, claimed_at=long_ago)
+    ApplyJob.objects.filter(pk=dead.pk).update(
+        status="running", claimed_by=me.rpartition(":")[0] + ":999999999", claimed_at=timezone.now()
+    )
+    ApplyJob.objects.filter(pk=done.pk).update(status="done")
+    # The quiet job's worker had started writing its guest: what is known must be said.
+    ChangeTarget.objects.filter(change_request=quiet.change_request).update(status="applying", before={"live": {}})
+
+    assert change_requests.stalled_jobs(tasks.STALLED_AFTER_SECONDS) == [quiet.pk, dead.pk]
+    assert tasks.resume_stalled_jobs() == 2
+
+    half = ChangeTarget.objects.get(change_request=quiet.change_request)
+    assert half.status == "restore_failed" and "kvm-gone1 cannot be reached" in half.error
+    assert "half-changed" in half.restore_error
+    untouched = ChangeTarget.objects.get(change_request=dead.change_request)
+    assert untouched.status == "failed" and "not changed" in untouched.error
+    for job in (quiet, dead):
+        job.refresh_from_db()
+        assert job.status == "done"
+        cr = ChangeRequest.objects.get(pk=job.change_request_id)
+        assert cr.status != "applying" and cr.finished_at is not None
+    alive.refresh_from_db()
+    assert alive.status == "running"
+    assert change_requests.stalled_jobs(tasks.STALLED_AFTER_SECONDS) == []
