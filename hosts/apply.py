@@ -27,10 +27,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from hosts import live, threads
-from hosts.change_requests import JOB_LEASE_SECONDS, claim_jobs, finish_change_request
+from hosts import live, services, threads
+from hosts.change_requests import JOB_LEASE_SECONDS, claim_jobs, fail_target, finish_change_request, target_event
 from hosts.cpulist import CpulistError, parse_cpulist
-from hosts.libvirt_client import DOMAIN_STATES, IN_FLIGHT_PER_CONNECTION, GuestSnapshot, HostSession, VirtError
+from hosts.libvirt_client import DOMAIN_STATES, IN_FLIGHT_PER_CONNECTION, DomainFacts, HostSession, VirtError
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget, Domain
 from hosts.models.rows import update_rows
 from hosts.planning import SCOPE_PARTS
@@ -60,14 +60,13 @@ def _same_cpus(a: Any, b: Any) -> bool:
 
 
 def verify(
-    desired: dict[str, Any], snapshot: GuestSnapshot, scopes: tuple[str, ...], *, expected: str = "planned"
+    desired: dict[str, Any], facts: DomainFacts, scopes: tuple[str, ...], *, expected: str = "planned"
 ) -> list[str]:
     """Return what differs between the plan and what the guest reports now (empty when all took effect).
 
     Live vCPU pins are also checked against the kernel's real affinity of the vCPU threads.
     """
     problems: list[str] = []
-    facts = snapshot.facts
     for scope in scopes:
         tuning = facts.live if scope == "live" else facts.config
         if tuning is None:
@@ -122,14 +121,14 @@ def _undo(target: ChangeTarget) -> dict[str, Any]:
     return before
 
 
-def _restored(target: ChangeTarget, snapshot: GuestSnapshot, scopes: tuple[str, ...]) -> list[str]:
+def _restored(target: ChangeTarget, guest: DomainFacts, scopes: tuple[str, ...]) -> list[str]:
     """Return what differs, in what the change touched, between the snapshot and the guest now."""
     before = target.before or {}
     problems = []
     for scope in scopes:
-        now = snapshot.facts.live if scope == "live" else snapshot.facts.config
+        now = guest.live if scope == "live" else guest.config
         if before.get(scope) and now is not None:
-            problems += verify(touched(before[scope], target.desired), snapshot, (scope,), expected="was")
+            problems += verify(touched(before[scope], target.desired), guest, (scope,), expected="was")
     return problems
 
 
@@ -143,7 +142,7 @@ class Outcome:
     """What the libvirt side of one guest's apply or rollback came to (no database involved)."""
 
     ok: bool
-    snapshot: GuestSnapshot | None = None
+    guest: DomainFacts | None = None  # the guest as read: a snapshot taken, or its state after the change
     error: str = ""
     restore_error: str = ""
 
@@ -151,12 +150,12 @@ class Outcome:
 def _snapshot(run: _HostRun, target: ChangeTarget) -> Outcome:
     scopes = run.scopes
     try:
-        snapshot = run.connected.read_guest(str(target.domain_uuid), scopes)
+        guest = run.connected.read_guest(str(target.domain_uuid), scopes)
     except VirtError as exc:
         return Outcome(False, error=f"Could not read {target.domain_name} before changing it: {exc.message}.")
-    if "live" in scopes and snapshot.facts.live is None:
-        return Outcome(False, error=f"{target.domain_name} is {snapshot.facts.state}: a live change needs it running.")
-    return Outcome(True, snapshot)
+    if "live" in scopes and guest.live is None:
+        return Outcome(False, error=f"{target.domain_name} is {guest.state}: a live change needs it running.")
+    return Outcome(True, guest)
 
 
 def _apply_one(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
@@ -199,19 +198,6 @@ def _rollback_one(session: HostSession, target: ChangeTarget, scopes: tuple[str,
         return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")
 
 
-def _event(target: ChangeTarget, action: str, message: str = "", **fields: Any) -> AuditEvent:
-    """An audit row about one guest of a change, not yet saved."""
-    return AuditEvent(
-        action=action,
-        change_request_id=target.change_request_id,
-        host_id=target.host_id,
-        domain_id=target.domain_id,
-        object_repr=target.domain_name,
-        message=message,
-        **fields,
-    )
-
-
 def _save(target: ChangeTarget, **fields: Any) -> None:
     target.save(update_fields=list(_set(target, **fields)))
 
@@ -227,11 +213,6 @@ def _marker(target: ChangeTarget, kind: str) -> Marker | None:
     return (target.domain_id, target.host_id, kind, label, timezone.now().timestamp())
 
 
-def _fail(target: ChangeTarget, message: str) -> None:
-    _save(target, status=ChangeTarget.Status.FAILED, error=message, finished_at=timezone.now())
-    _event(target, AuditEvent.Action.CHANGE_FAILED, message).save()
-
-
 @dataclass
 class _Record:
     """What one guest's outcome writes: its target row's changed fields, an audit row, and for a guest whose
@@ -240,7 +221,7 @@ class _Record:
     target: ChangeTarget
     fields: tuple[str, ...]
     event: AuditEvent
-    now: GuestSnapshot | None = None
+    now: DomainFacts | None = None
     marker: Marker | None = None
 
 
@@ -251,11 +232,11 @@ def _set(target: ChangeTarget, **fields: Any) -> tuple[str, ...]:
 
 
 def _record_applied(target: ChangeTarget, outcome: Outcome) -> _Record:
-    if outcome.ok and outcome.snapshot is not None:
-        after = _public(outcome.snapshot.as_json())
+    if outcome.ok and outcome.guest is not None:
+        after = _public(outcome.guest.snapshot_json())
         fields = _set(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
-        event = _event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
-        return _Record(target, fields, event, outcome.snapshot, _marker(target, "applied"))
+        event = target_event(target, AuditEvent.Action.CHANGE_APPLIED, before=_public(target.before), after=after)
+        return _Record(target, fields, event, outcome.guest, _marker(target, "applied"))
     status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
     message = f"Applying failed: {outcome.error}. " + (
         f"Restoring it failed too: {outcome.restore_error}"
@@ -265,18 +246,19 @@ def _record_applied(target: ChangeTarget, outcome: Outcome) -> _Record:
     fields = _set(
         target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now()
     )
-    event = _event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
+    event = target_event(target, AuditEvent.Action.CHANGE_FAILED, message, before=_public(target.before))
     return _Record(target, fields, event)
 
 
 def _record_rolled_back(target: ChangeTarget, outcome: Outcome) -> _Record:
-    if outcome.ok and outcome.snapshot is not None:
-        now = _public(outcome.snapshot.as_json())
+    if outcome.ok and outcome.guest is not None:
+        now = _public(outcome.guest.snapshot_json())
         fields = _set(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
-        event = _event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
-        return _Record(target, fields, event, outcome.snapshot, _marker(target, "rolled_back"))
-    fields = _set(target, restore_error=f"Rollback failed: {outcome.error}")
-    return _Record(target, fields, _event(target, AuditEvent.Action.CHANGE_FAILED, f"Rollback failed: {outcome.error}"))
+        event = target_event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+        return _Record(target, fields, event, outcome.guest, _marker(target, "rolled_back"))
+    message = f"Rollback failed: {outcome.error}"
+    fields = _set(target, restore_error=message)
+    return _Record(target, fields, target_event(target, AuditEvent.Action.CHANGE_FAILED, message))
 
 
 def _write(records: list[_Record]) -> None:
@@ -289,28 +271,19 @@ def _write(records: list[_Record]) -> None:
     AuditEvent.objects.bulk_create([record.event for record in records])
 
 
-def _refresh_inventory(changed: list[tuple[ChangeTarget, GuestSnapshot]]) -> None:
-    """Show the guests' new tuning in the inventory at once, without waiting for the next sync."""
-    if not changed:
-        return
+def _refresh_inventory(changed: list[tuple[ChangeTarget, DomainFacts]]) -> None:
+    """Show the guests as their last read found them in the inventory at once, without waiting for a sync."""
     rows = Domain.objects.filter(
-        host_id__in={t.host_id for t, _s in changed}, uuid__in={t.domain_uuid for t, _s in changed}
+        host_id__in={t.host_id for t, _g in changed}, uuid__in={t.domain_uuid for t, _g in changed}
     ).only("pk", "host_id", "uuid")
     pks = {(row.host_id, row.uuid): row.pk for row in rows}
     now = timezone.now()
     by_fields: dict[tuple[str, ...], list[Domain]] = {}
-    for target, snapshot in changed:
+    for target, guest in changed:
         pk = pks.get((target.host_id, target.domain_uuid))
         if pk is None:
             continue  # the guest was undefined meanwhile: the next sync says so
-        facts = snapshot.facts
-        values: dict[str, Any] = {"synced_at": now}
-        if facts.live is not None:
-            values["tuning_live"] = facts.live.as_json()
-        if facts.affinity is not None:
-            values["affinity"] = {str(k): v for k, v in sorted(facts.affinity.items())}
-        if facts.config is not None:
-            values["tuning_config"] = facts.config.as_json()
+        values = {**services.domain_values(guest, complete=False), "synced_at": now}
         by_fields.setdefault(tuple(values), []).append(Domain(pk=pk, **values))
     for names, domains in by_fields.items():
         update_rows(domains, names)
@@ -323,12 +296,17 @@ class _HostRun:
     job: ApplyJob
     targets: list[ChangeTarget]
     scopes: tuple[str, ...]
-    fresh: bool = False  # claimed as it was created: none of its guests has been written yet
     session: HostSession | None = None
 
     @property
     def applying(self) -> bool:
         return self.job.kind == ApplyJob.Kind.APPLY
+
+    @property
+    def first_run(self) -> bool:
+        """Claimed once, by this run: no earlier worker ran the job, so none of its guests was written yet
+        (a guest already marked applying was marked so with the job, see start_change_request)."""
+        return self.job.attempts == 1
 
     @property
     def connected(self) -> HostSession:
@@ -403,11 +381,11 @@ def _open(run: _HostRun) -> HostSession | VirtError:
 def _unreachable(run: _HostRun, reason: str) -> None:
     """Record, for a job whose host does not answer, what is known about each of its guests."""
     unreachable = f"{run.job.host.name} cannot be reached: {reason}"
-    untouched = [ChangeTarget.Status.PLANNED] + ([ChangeTarget.Status.APPLYING] if run.fresh else [])
+    untouched = [ChangeTarget.Status.PLANNED] + ([ChangeTarget.Status.APPLYING] if run.first_run else [])
     with transaction.atomic():
         for target in run.targets:
             if run.applying and target.status in untouched:
-                _fail(target, f"{unreachable}. It was not changed.")
+                fail_target(target, f"{unreachable}. It was not changed.")
             elif run.applying and target.status == ChangeTarget.Status.APPLYING:
                 # Redelivered after a worker died mid-write, and now the host is gone: say what is known.
                 _save(
@@ -416,18 +394,18 @@ def _unreachable(run: _HostRun, reason: str) -> None:
                     error=unreachable,
                     restore_error="the guest may be half-changed; roll back once the host answers",
                 )
-                _event(target, AuditEvent.Action.CHANGE_FAILED, unreachable).save()
+                target_event(target, AuditEvent.Action.CHANGE_FAILED, unreachable).save()
             elif not run.applying and target.status in _ROLLBACKABLE and target.before:
                 _save(target, restore_error=f"Rollback failed: {unreachable}")
-        _job_done(run)
+        _jobs_done([run.job.pk])
 
 
 _ROLLBACKABLE = (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED)
 
 
-def _job_done(*runs: _HostRun) -> None:
-    if runs:
-        ApplyJob.objects.filter(pk__in=[run.job.pk for run in runs]).exclude(status=ApplyJob.Status.DONE).update(
+def _jobs_done(job_ids: Sequence[int]) -> None:
+    if job_ids:
+        ApplyJob.objects.filter(pk__in=job_ids).exclude(status=ApplyJob.Status.DONE).update(
             status=ApplyJob.Status.DONE, finished_at=timezone.now()
         )
 
@@ -449,10 +427,10 @@ def _snapshot_phase(runs: list[_HostRun]) -> None:
     now = timezone.now()
     with transaction.atomic():
         for _run, target, outcome in taken:
-            if outcome.ok and outcome.snapshot is not None:
-                _save(target, before=outcome.snapshot.as_json(), status=ChangeTarget.Status.APPLYING, started_at=now)
+            if outcome.ok and outcome.guest is not None:
+                _save(target, before=outcome.guest.snapshot_json(), status=ChangeTarget.Status.APPLYING, started_at=now)
             else:
-                _fail(target, f"{outcome.error} It was not changed.")
+                fail_target(target, f"{outcome.error} It was not changed.")
         for target in starting:
             target.status, target.started_at = ChangeTarget.Status.APPLYING, now
         update_rows(starting, ["status", "started_at"])
@@ -465,7 +443,7 @@ def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
 
 def _finish(runs: list[_HostRun]) -> None:
     """Close the jobs and settle their requests' status (inside the caller's transaction)."""
-    _job_done(*runs)
+    _jobs_done([run.job.pk for run in runs])
     for cr_id in sorted({run.job.change_request_id for run in runs}):
         finish_change_request(cr_id)
 
@@ -473,7 +451,7 @@ def _finish(runs: list[_HostRun]) -> None:
 def _run(runs: list[_HostRun]) -> None:
     """Apply or roll back the claimed jobs: hosts in parallel, this thread alone writing to the database."""
     markers: list[Marker] = []
-    changed: list[tuple[ChangeTarget, GuestSnapshot]] = []
+    changed: list[tuple[ChangeTarget, DomainFacts]] = []
     for run, session in zip(runs, threads.call_pool().map(_open, runs), strict=True):
         if isinstance(session, VirtError):
             _unreachable(run, session.message)
@@ -497,7 +475,7 @@ def _run(runs: list[_HostRun]) -> None:
             # other changes), and once every job is, the requests' status is settled in this transaction.
             batch_runs = {run for run, _t, _o in batch}
             ApplyJob.objects.filter(pk__in=[run.job.pk for run in batch_runs if lanes.left[run]]).update(claimed_at=now)
-            _job_done(*[run for run in batch_runs if not lanes.left[run]])
+            _jobs_done([run.job.pk for run in batch_runs if not lanes.left[run]])
             if not lanes.running:
                 _finish(runs)
                 finished = True
@@ -515,12 +493,11 @@ def _run(runs: list[_HostRun]) -> None:
 def run_jobs(job_ids: Sequence[int], claimed: Sequence[ApplyJob] = ()) -> list[int]:
     """Run the apply or rollback jobs this process can claim, hosts in parallel; safe to call again.
 
-    ``claimed`` are jobs this process claimed when it created them (see change_requests.Started): nothing
-    has been written for them yet. Returns the ids of jobs whose host is busy with another change (the
-    caller tries them again later). Jobs that are done, or held by another live worker, are skipped.
+    ``claimed`` are jobs this process claimed when it created them (see change_requests.Started). Returns
+    the ids of jobs whose host is busy with another change (the caller tries them again later). Jobs that
+    are done, or held by another live worker, are skipped.
     """
     jobs, busy = claim_jobs(job_ids, JOB_LEASE_SECONDS) if job_ids else ([], [])
-    fresh = {job.pk for job in claimed}
     jobs = [*claimed, *jobs]
     if not jobs:
         return busy
@@ -531,12 +508,7 @@ def run_jobs(job_ids: Sequence[int], claimed: Sequence[ApplyJob] = ()) -> list[i
     for target in wanted.order_by("domain_name"):
         targets.setdefault((target.change_request_id, target.host_id), []).append(target)
     runs = [
-        _HostRun(
-            job,
-            targets.get((job.change_request_id, job.host_id), []),
-            SCOPE_PARTS[job.change_request.scope],
-            fresh=job.pk in fresh,
-        )
+        _HostRun(job, targets.get((job.change_request_id, job.host_id), []), SCOPE_PARTS[job.change_request.scope])
         for job in jobs
     ]
     _run(runs)
@@ -549,9 +521,12 @@ def give_up_waiting(job_ids: Sequence[int], waited: str) -> None:
     with transaction.atomic():
         for job in jobs:
             message = f"{job.host.name} was busy with other changes for {waited}; this guest was not changed."
-            for target in job.change_request.targets.filter(host_id=job.host_id, status=ChangeTarget.Status.PLANNED):
-                _fail(target, message)
-            ApplyJob.objects.filter(pk=job.pk).update(status=ApplyJob.Status.DONE, finished_at=timezone.now())
+            waiting = ChangeTarget.objects.filter(
+                change_request_id=job.change_request_id, host_id=job.host_id, status=ChangeTarget.Status.PLANNED
+            )
+            for target in waiting:
+                fail_target(target, message)
+        _jobs_done([job.pk for job in jobs])
     for cr_id in sorted({job.change_request_id for job in jobs}):
         finish_change_request(cr_id)
 

@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from hosts import services
-from hosts.libvirt_client import DomainFacts, GuestSnapshot
+from hosts.libvirt_client import DomainFacts
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
 from hosts.models.rows import update_rows
 from hosts.planning import SCOPE_PARTS, plan_for_domains
@@ -217,19 +217,21 @@ def start_change_request(cr_id: int) -> Started:
 
     Claimed with a conditional UPDATE so a redelivered task does not start it twice; a request already
     applying only has its unfinished jobs handed back. Storing the read, the re-plan's verdict and the jobs
-    are one transaction. A job whose host is free is claimed by this
-    process as it is created; its guests' snapshots (this very read) are stored with it and they are marked
-    applying: the caller writes them straight away.
+    are one transaction. A job whose host is free is claimed by this process as it is created; its guests'
+    snapshots (this very read) are stored with it and they are marked applying: the caller writes them
+    straight away.
     """
     cr = ChangeRequest.objects.select_related("profile_revision").get(pk=cr_id)
     scopes = SCOPE_PARTS[cr.scope]
     targets = list(cr.targets.select_related("host"))
     host_ids = sorted({t.host_id for t in targets})
-    reading: Callable[[], list[services.HostRead]] | None = None
-    if cr.status == ChangeRequest.Status.SCHEDULED and host_ids:
-        # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes
-        # it. The reads start before the claim below and run while it commits; if it is lost, they are wasted.
-        reading = services.begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
+
+    def begin_reading() -> Callable[[], list[services.HostRead]]:
+        # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
+        return services.begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
+
+    # The reads start before the claim below and run while it commits; if it is lost, they are wasted.
+    reading = begin_reading() if cr.status == ChangeRequest.Status.SCHEDULED and host_ids else None
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
             status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
@@ -243,7 +245,7 @@ def start_change_request(cr_id: int) -> Started:
         unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
     if reading is None and host_ids:  # approved between the look above and the claim
-        reading = services.begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
+        reading = begin_reading()
     answered = reading() if reading is not None else []
     with transaction.atomic():
         synced = services.store_reads(answered)
@@ -251,7 +253,7 @@ def start_change_request(cr_id: int) -> Started:
         if problem:
             _abort(cr, problem)
             return Started()
-        _record_unavailable(cr, targets, unavailable)
+        _record_unavailable(targets, unavailable)
         reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
         jobs, busy_hosts = _create_jobs(cr, reachable, JOB_LEASE_SECONDS)
         # The change touches only what this read just saw: it is each guest's snapshot, stored with the jobs,
@@ -264,7 +266,7 @@ def start_change_request(cr_id: int) -> Started:
             facts = read.get((t.host_id, str(t.domain_uuid)))
             if t.pk in unavailable or t.host_id in busy_hosts or not _snapshot_holds(facts, scopes):
                 continue
-            t.before = GuestSnapshot(facts=facts, config_xml=facts.config_xml).as_json()
+            t.before = facts.snapshot_json()
             t.status, t.started_at = ChangeTarget.Status.APPLYING, now
             starting.append(t)
         update_rows(starting, ["before", "status", "started_at"])
@@ -323,21 +325,30 @@ def _replan(cr: ChangeRequest, targets: list[ChangeTarget], host_ids: list[int])
     return "", unavailable
 
 
-def _record_unavailable(cr: ChangeRequest, targets: list[ChangeTarget], unavailable: dict[int, str]) -> None:
+def _record_unavailable(targets: list[ChangeTarget], unavailable: dict[int, str]) -> None:
     for target in targets:
-        message = unavailable.get(target.pk)
-        if message is None:
-            continue
-        target.status, target.error, target.finished_at = ChangeTarget.Status.FAILED, message, timezone.now()
-        target.save(update_fields=["status", "error", "finished_at"])
-        AuditEvent.objects.create(
-            action=AuditEvent.Action.CHANGE_FAILED,
-            change_request=cr,
-            host_id=target.host_id,
-            domain_id=target.domain_id,
-            object_repr=target.domain_name,
-            message=message,
-        )
+        if target.pk in unavailable:
+            fail_target(target, unavailable[target.pk])
+
+
+def target_event(target: ChangeTarget, action: str, message: str = "", **fields: Any) -> AuditEvent:
+    """An audit row about one guest of a change request, not yet saved."""
+    return AuditEvent(
+        action=action,
+        change_request_id=target.change_request_id,
+        host_id=target.host_id,
+        domain_id=target.domain_id,
+        object_repr=target.domain_name,
+        message=message,
+        **fields,
+    )
+
+
+def fail_target(target: ChangeTarget, message: str) -> None:
+    """Record that a guest was not changed, and why."""
+    target.status, target.error, target.finished_at = ChangeTarget.Status.FAILED, message, timezone.now()
+    target.save(update_fields=["status", "error", "finished_at"])
+    target_event(target, AuditEvent.Action.CHANGE_FAILED, message).save()
 
 
 def _create_jobs(cr: ChangeRequest, host_ids: list[int], lease_seconds: int) -> tuple[list[ApplyJob], set[int]]:

@@ -305,6 +305,18 @@ class DomainFacts:
     # restore); never stored in the inventory.
     config_xml: str | None = field(default=None, repr=False)
 
+    def snapshot_json(self) -> dict[str, Any]:
+        """The guest as a change request stores it before writing (what an undo puts back) or after."""
+        out = {
+            "state": self.state,
+            "live": self.live.as_json() if self.live else None,
+            "config": self.config.as_json() if self.config else None,
+            "config_xml": self.config_xml,
+        }
+        if self.affinity is not None:
+            out["affinity"] = {str(k): v for k, v in sorted(self.affinity.items())}
+        return out
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -569,25 +581,6 @@ _SCOPE_FLAGS = {"live": libvirt.VIR_DOMAIN_AFFECT_LIVE, "config": libvirt.VIR_DO
 _PARENT_SCHED = ("global_period", "global_quota")
 
 
-@dataclass(frozen=True)
-class GuestSnapshot:
-    """A guest's tuning as libvirt reports it at one moment, plus its persistent XML for an exact restore."""
-
-    facts: DomainFacts
-    config_xml: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        out = {
-            "state": self.facts.state,
-            "live": self.facts.live.as_json() if self.facts.live else None,
-            "config": self.facts.config.as_json() if self.facts.config else None,
-            "config_xml": self.config_xml,
-        }
-        if self.facts.affinity is not None:
-            out["affinity"] = {str(k): v for k, v in sorted(self.facts.affinity.items())}
-        return out
-
-
 def _cpumap(cpulist: str, ncpus: int) -> tuple[bool, ...]:
     cpus = parse_cpulist(cpulist)
     return tuple(i in cpus for i in range(ncpus))
@@ -650,7 +643,7 @@ class HostSession:
         *,
         state: int | None = None,
         with_affinity: bool = True,
-    ) -> GuestSnapshot:
+    ) -> DomainFacts:
         """Read what a change in ``scopes`` touches: live tuning and real affinity, config tuning and XML.
 
         A caller that knows the guest's state (it read it a moment ago) passes it and saves a round trip;
@@ -663,7 +656,7 @@ class HostSession:
         facts = _domain_facts(
             self.rt, dom, state, self.online, with_config=config, with_affinity=with_affinity, keep_config_xml=config
         )
-        return GuestSnapshot(facts=facts, config_xml=facts.config_xml)
+        return facts
 
     def apply(self, uuid: str, desired: dict[str, Any], scopes: tuple[str, ...]) -> None:
         """Write the desired pins and caps to a guest, live and/or in its config.

@@ -218,7 +218,7 @@ def store_inventory(host_id: int, inventory: Inventory) -> None:
     store_inventories([(host_id, inventory)])
 
 
-def _domain_values(facts: DomainFacts, complete: bool) -> dict[str, Any]:
+def domain_values(facts: DomainFacts, *, complete: bool) -> dict[str, Any]:
     """A guest row's fields as a read found them; what the read did not look at is left out (kept)."""
     values = {
         "name": facts.name,
@@ -285,7 +285,7 @@ def store_inventories(answered: Sequence[tuple[int, Inventory]]) -> None:
     to_update: list[Domain] = []
     for host_id, inventory in answered:
         for facts in inventory.domains:
-            values = _domain_values(facts, inventory.complete)
+            values = domain_values(facts, complete=inventory.complete)
             row = existing.pop((host_id, facts.uuid), None)
             if row is None:
                 to_create.append(Domain(host_id=host_id, uuid=facts.uuid, synced_at=now, **values))

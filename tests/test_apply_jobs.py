@@ -99,11 +99,11 @@ def test_jobs_left_running_by_a_failed_task_are_found_and_finished_by_the_sweepe
     quiet = _request(hosts[1], operator, "g-quiet")  # this process holds it, silent for too long
     dead = _request(hosts[2], operator, "g-dead")  # held by a process that no longer exists
     done = _request(hosts[0], operator, "g-done")
-    ApplyJob.objects.filter(pk=alive.pk).update(status="running", claimed_by=me, claimed_at=timezone.now())
-    ApplyJob.objects.filter(pk=quiet.pk).update(status="running", claimed_by=me, claimed_at=long_ago)
-    ApplyJob.objects.filter(pk=dead.pk).update(
-        status="running", claimed_by=me.rpartition(":")[0] + ":999999999", claimed_at=timezone.now()
-    )
+    # Claimed once each, as a start task claims the jobs it creates.
+    running = ApplyJob.objects.filter(pk__in=[alive.pk, quiet.pk, dead.pk])
+    running.update(status="running", attempts=1, claimed_by=me, claimed_at=timezone.now())
+    ApplyJob.objects.filter(pk=quiet.pk).update(claimed_at=long_ago)
+    ApplyJob.objects.filter(pk=dead.pk).update(claimed_by=me.rpartition(":")[0] + ":999999999")
     ApplyJob.objects.filter(pk=done.pk).update(status="done")
     # The quiet job's worker had started writing its guest: what is known must be said.
     ChangeTarget.objects.filter(change_request=quiet.change_request).update(status="applying", before={"live": {}})

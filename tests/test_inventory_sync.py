@@ -255,5 +255,5 @@ def test_an_apply_session_after_a_read_of_the_host_reuses_its_cpu_map_and_guest_
     assert session.rt.count == 0  # the CPU map came from the read
     running = {name: code for code, name in libvirt_client.DOMAIN_STATES.items()}["running"]
     snapshot = session.read_guest(str(guest.uuid), ("live",), state=running, with_affinity=False)
-    assert snapshot.facts.live is not None
+    assert snapshot.live is not None
     assert session.rt.count == 2  # live caps and live XML; no lookup of the guest
