@@ -96,6 +96,25 @@ def partition_all(fleet_hosts: list[Host], client: Client) -> None:
         assert response.status_code == 200, response.content
 
 
+@dataclass
+class Webs:
+    """The three web guests, one per host (web1 on host 1 ...), and their live tuning before the test."""
+
+    names: list[str]
+    live_before: list[dict[str, Any]]
+
+
+@pytest.fixture
+def webs(
+    fleet: Fleet, fleet_hosts: list[Host], keeper: Keeper, admin_user: User, login: Callable[[User], Client]
+) -> Webs:
+    """web1..web3 kept (put back after the test), every host partitioned with CPU 0 for housekeeping."""
+    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
+    before = [keeper.keep(i, name) for i, name in enumerate(names)]
+    partition_all(fleet_hosts, login(admin_user))
+    return Webs(names, before)
+
+
 def propose(op: Client, content: dict[str, Any], names: list[str], scope: str = "both", profile_name: str = "p") -> int:
     profile = op.post("/api/profiles/", {"name": profile_name, "content": content}, content_type="application/json")
     assert profile.status_code == 201, profile.content
@@ -142,18 +161,13 @@ def roll_back(ap: Client, cr_id: int) -> None:
 
 def test_guest_shut_off_before_apply_fails_alone_and_stays_unchanged(
     fleet: Fleet,
-    fleet_hosts: list[Host],
     celery_worker: subprocess.Popen[bytes],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    for i, name in enumerate(names):
-        keeper.keep(i, name)
-    partition_all(fleet_hosts, login(admin_user))
+    names = webs.names
     op, ap = login(operator), login(approver)
     cr_id = propose(op, CAP_AND_PIN, names)
     uri3 = fleet.host(2).uri
@@ -178,15 +192,12 @@ def test_host_stopped_before_apply_fails_its_guest_with_cannot_be_reached(
     fleet: Fleet,
     fleet_hosts: list[Host],
     celery_worker: subprocess.Popen[bytes],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    before = [keeper.keep(i, name) for i, name in enumerate(names)]
-    partition_all(fleet_hosts, login(admin_user))
+    names, before = webs.names, webs.live_before
     op, ap = login(operator), login(approver)
     cr_id = propose(op, CAP_AND_PIN, names)
     stopped = fleet.host(1)
@@ -210,13 +221,19 @@ def test_host_stopped_before_apply_fails_its_guest_with_cannot_be_reached(
     roll_back(ap, cr_id)
 
 
+def _scheduled(op: Client, approver: User, names: list[str], scope: str = "live", profile_name: str = "p") -> int:
+    """A change request approved with the ORM only, so that no worker picks it up: the test runs the
+    worker's steps itself (start_change_request, then run_jobs) and changes the world in between."""
+    cr_id = propose(op, CAP_AND_PIN, names, scope=scope, profile_name=profile_name)
+    ChangeRequest.objects.filter(pk=cr_id).update(status=ChangeRequest.Status.SCHEDULED, decided_by=approver)
+    return cr_id
+
+
 def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_restored(
     fleet: Fleet,
-    fleet_hosts: list[Host],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
     """Someone caps web2 at 10 % by hand after the re-plan and before the write; cgroup v1 then refuses the
@@ -228,13 +245,9 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     then the per-host jobs (run_jobs). The approval is written with the ORM only so that no worker picks the
     request up in between.
     """
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    for i, name in enumerate(names):
-        keeper.keep(i, name)
+    names = webs.names
     uri2 = fleet.host(1).uri
-    partition_all(fleet_hosts, login(admin_user))
-    cr_id = propose(login(operator), CAP_AND_PIN, names)
-    ChangeRequest.objects.filter(pk=cr_id).update(status=ChangeRequest.Status.SCHEDULED, decided_by=approver)
+    cr_id = _scheduled(login(operator), approver, names, scope="both")
 
     started = change_requests.start_change_request(cr_id)
     assert len(started.claimed) == 3 and not started.waiting
@@ -262,14 +275,6 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     assert "restored to its snapshot" in event.message and event.object_repr == names[1], event.message
 
 
-def _scheduled(op: Client, approver: User, names: list[str], profile_name: str = "p") -> int:
-    """A live change request approved with the ORM only, so that no worker picks it up: the test runs the
-    worker's steps itself (start_change_request, then run_jobs) and changes the world in between."""
-    cr_id = propose(op, CAP_AND_PIN, names, scope="live", profile_name=profile_name)
-    ChangeRequest.objects.filter(pk=cr_id).update(status=ChangeRequest.Status.SCHEDULED, decided_by=approver)
-    return cr_id
-
-
 def assert_applied_live(uri: str, name: str) -> None:
     now = tuning(uri, name, "--live")
     assert now["emulatorpin"] == "0" and now["sched"]["vcpu_quota"] == "50000", (name, now)
@@ -277,19 +282,15 @@ def assert_applied_live(uri: str, name: str) -> None:
 
 def test_host_stopped_between_the_replan_and_the_write_fails_its_guest_as_not_changed(
     fleet: Fleet,
-    fleet_hosts: list[Host],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
     """The start claims every job and marks the guests applying before anything is written. If a host is
     gone when the worker opens it, its guest was never written: it fails as not changed, not as possibly
     half-changed (which is what a guest marked applying by an earlier, dead worker must say)."""
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    before = [keeper.keep(i, name) for i, name in enumerate(names)]
-    partition_all(fleet_hosts, login(admin_user))
+    names, before = webs.names, webs.live_before
     cr_id = _scheduled(login(operator), approver, names)
     started = change_requests.start_change_request(cr_id)
     assert len(started.claimed) == 3 and not started.waiting
@@ -316,18 +317,14 @@ def test_host_stopped_between_the_replan_and_the_write_fails_its_guest_as_not_ch
 def test_a_host_busy_at_the_start_is_snapshotted_when_its_job_is_claimed(
     fleet: Fleet,
     fleet_hosts: list[Host],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
     """A free host's guests take the re-plan's read as their snapshot; a busy host's guest waits for its job
     with no snapshot at all (by then that read is old), and is read afresh once the job is claimed."""
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    for i, name in enumerate(names):
-        keeper.keep(i, name)
-    partition_all(fleet_hosts, login(admin_user))
+    names = webs.names
     op = login(operator)
     other = _scheduled(op, approver, [names[1]], profile_name="other")
     holder = ApplyJob.objects.create(
@@ -360,20 +357,15 @@ def test_a_host_busy_at_the_start_is_snapshotted_when_its_job_is_claimed(
 
 def test_cap_below_an_existing_global_cap_fails_the_request_at_replan_and_touches_nothing(
     fleet: Fleet,
-    fleet_hosts: list[Host],
     celery_worker: subprocess.Popen[bytes],
-    keeper: Keeper,
+    webs: Webs,
     operator: User,
     approver: User,
-    admin_user: User,
     login: Callable[[User], Client],
 ) -> None:
     """A guest-wide cap set by hand after the request was made is seen when the apply starts."""
-    names = [f"{fleet.prefix}{i}-web" for i in (1, 2, 3)]
-    for i, name in enumerate(names):
-        keeper.keep(i, name)
+    names = webs.names
     uri2 = fleet.host(1).uri
-    partition_all(fleet_hosts, login(admin_user))
     op, ap = login(operator), login(approver)
     cr_id = propose(op, CAP_AND_PIN, names)
     virsh(uri2, "schedinfo", names[1], "--live", "global_period=100000", "global_quota=10000")
