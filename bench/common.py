@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from hosts.fleet import Fleet
@@ -167,19 +167,20 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     if port_answers(port):
         raise BenchError(f"something already listens on port {port}; the benchmark needs its own Redis")
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [*REDIS_ARGS, "--port", str(port), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    return start_serving([*REDIS_ARGS, "--port", str(port), "--dir", str(workdir)], port, 10, "redis-server")
+
+
+def start_serving(args: list[str], port: int, timeout: float, what: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, quiet, and return it once ``port`` answers; stop it and raise if it
+    exits first or does not answer within ``timeout`` seconds."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **popen)
     try:
-        wait_for(lambda: proc.poll() is not None or port_answers(port), 10, "redis-server")
+        wait_for(lambda: proc.poll() is not None or port_answers(port), timeout, what)
     except BenchError:
         stop_process(proc)
         raise
     if proc.poll() is not None:
-        raise BenchError("redis-server exited at start")
+        raise BenchError(f"{what} exited at start")
     return proc
 
 
@@ -193,22 +194,8 @@ def free_port() -> int:
 def start_daphne(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     """Serve isoweb with Daphne on a free loopback port (in its own session); return it once it answers."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(lambda: proc.poll() is not None or port_answers(port), 30, "Daphne")
-    except BenchError:
-        stop_process(proc)
-        raise
-    if proc.poll() is not None:
-        raise BenchError("Daphne exited at start")
-    return proc, port
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"]
+    return start_serving(args, port, 30, "Daphne", cwd=REPO_ROOT, env={**os.environ, **env}), port
 
 
 def viewer_session(username: str = "bench") -> str:
