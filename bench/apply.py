@@ -65,6 +65,11 @@ from common import (
     wait_for,
 )
 
+from hosts.changes.requests import approve_change_request, create_change_request
+from hosts.inventory import create_host, set_host_partition, sync_host
+from hosts.libvirt.session import HostSession
+from hosts.planning.profiles import create_profile
+
 FLEET_PREFIX = "isoapb"
 FLEET_BASE_PORT = 16761
 HOSTS = 3
@@ -227,10 +232,9 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 
 def sync_all(state: State) -> None:
-    from hosts import services
 
     for uri, host_id in state.host_ids.items():
-        result = services.sync_host(host_id)
+        result = sync_host(host_id)
         if not result.ok:
             raise BenchError(f"sync of {uri} failed: {result.error}")
 
@@ -238,18 +242,16 @@ def sync_all(state: State) -> None:
 def setup_state(fleet: Any) -> State:
     from django.contrib.auth.models import User
 
-    from hosts import profiles, services
-
     state = State()
     state.requester = User.objects.create_user("isoapb-requester")
     state.approver = User.objects.create_user("isoapb-approver")
     for member in fleet.members:
-        state.host_ids[member.uri] = services.create_host(name=member.name, uri=member.uri, actor=None).pk
+        state.host_ids[member.uri] = create_host(name=member.name, uri=member.uri, actor=None).pk
     sync_all(state)
     for host_id in state.host_ids.values():
-        profiles.set_host_partition(host_id, housekeeping_cpus=HOUSEKEEPING_CPUS, actor=None)
+        set_host_partition(host_id, housekeeping_cpus=HOUSEKEEPING_CPUS, actor=None)
     for n, values in enumerate(VALUE_SETS):
-        profile = profiles.create_profile(
+        profile = create_profile(
             name=f"bench-{n}", description="bench/apply.py", content=values.profile, actor=state.requester
         )
         state.revisions.append(profile.revisions.get())
@@ -280,10 +282,8 @@ def create_request(state: State, index: int, scope: str, reason: str) -> Any:
     """Plan and record a change request for every bench guest (refusals become a BenchError)."""
     from django.core.exceptions import ValidationError
 
-    from hosts import change_requests
-
     try:
-        return change_requests.create_change_request(
+        return create_change_request(
             revision=state.revisions[index],
             domain_ids=[g.domain_id for g in state.guests],
             scope=scope,
@@ -296,7 +296,6 @@ def create_request(state: State, index: int, scope: str, reason: str) -> Any:
 
 def isoweb_apply(state: State, scope: str, timeout: float) -> IsowebRun:
     """Approve a change request and wait until the worker has applied and verified every guest."""
-    from hosts import change_requests
     from hosts.models import ChangeRequest, ChangeTarget
 
     index = state.next_values()
@@ -305,7 +304,7 @@ def isoweb_apply(state: State, scope: str, timeout: float) -> IsowebRun:
     cr = create_request(state, index, scope, "bench/apply.py")
     create_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    change_requests.approve_change_request(cr.pk, comment="bench", actor=state.approver)
+    approve_change_request(cr.pk, comment="bench", actor=state.approver)
     approved = time.perf_counter()
     approved_wall = time.time()
     end = approved + timeout
@@ -479,7 +478,7 @@ class Profiler:
         self._undo.append((owner, name, original))
 
     def wrap_round_trips(self) -> None:
-        from hosts.libvirt_client import RoundTrips
+        from hosts.libvirt.connection import RoundTrips
 
         original = RoundTrips.call
         profiler = self
@@ -516,7 +515,7 @@ class Profiler:
 
 def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     """Run one change request in this process, without Celery, timed by function."""
-    from hosts import apply, change_requests, libvirt_client, live, services, tasks
+    from hosts import tasks
 
     index = state.next_values()
     sync_all(state)
@@ -525,27 +524,31 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     original_delay = tasks.start_change_request.delay_on_commit
     tasks.start_change_request.delay_on_commit = lambda *a, **k: None  # this process runs it instead
     try:
-        change_requests.approve_change_request(cr.pk, comment="bench --profile", actor=state.approver)
+        approve_change_request(cr.pk, comment="bench --profile", actor=state.approver)
     finally:
         tasks.start_change_request.delay_on_commit = original_delay
     state.current = -1
-    profiler.wrap(change_requests, "start_change_request", "start_change_request (claim, re-plan, jobs)")
-    profiler.wrap(apply, "_run", "apply._run (every host)")
-    profiler.wrap(services, "sync_host", "sync_host (start: every host; end: each job)")
-    profiler.wrap(libvirt_client, "fetch_inventory", "  fetch_inventory (libvirt reads)")
-    profiler.wrap(services, "store_inventory", "  store_inventory (database write)")
-    profiler.wrap(libvirt_client.HostSession, "read_guest", "read_guest (snapshot, then verify read)")
-    profiler.wrap(libvirt_client.HostSession, "apply", "HostSession.apply (the writes)")
-    profiler.wrap(apply, "verify", "verify (compare)")
-    profiler.wrap(apply, "_event", "audit event rows")
-    profiler.wrap(apply, "_save", "target row saves")
-    profiler.wrap(live, "announce_markers", "announce_markers (live charts, after commit)")
+    from hosts import inventory
+    from hosts.changes import engine, outcomes, start, verify
+    from hosts.libvirt import inventory as libvirt_inventory
+    from hosts.live import push
+
+    profiler.wrap(start, "start_change_request", "start_change_request (claim, re-plan, jobs)")
+    profiler.wrap(engine, "_run", "engine._run (every host)")
+    profiler.wrap(inventory, "sync_host", "sync_host (start: every host; end: each job)")
+    profiler.wrap(libvirt_inventory, "fetch_inventory", "  fetch_inventory (libvirt reads)")
+    profiler.wrap(inventory, "store_inventories", "  store_inventories (database write)")
+    profiler.wrap(HostSession, "read_guest", "read_guest (snapshot, then verify read)")
+    profiler.wrap(HostSession, "apply", "HostSession.apply (the writes)")
+    profiler.wrap(verify, "verify", "verify (compare)")
+    profiler.wrap(outcomes, "_write", "target and audit rows")
+    profiler.wrap(push, "announce_markers", "announce_markers (live charts, after commit)")
     profiler.wrap_round_trips()
     started = time.perf_counter()
     try:
         with profiler.database():
-            started = change_requests.start_change_request(cr.pk)
-            apply.run_jobs(started.waiting, started.claimed)
+            begun = start.start_change_request(cr.pk)
+            engine.run_jobs(begun.waiting, begun.claimed)
     finally:
         profiler.restore()
     total = time.perf_counter() - started

@@ -165,16 +165,16 @@ class Feed:
     """Fill each series' history, then push one frame per second to its group until stopped."""
 
     def __init__(self, series: list[tuple[str, int, Any]]) -> None:
-        from hosts import live
+        from hosts.live import push
 
         self.series = series  # (kind, object id, frame maker(t, step))
-        self.publisher = live.Publisher()
+        self.publisher = push.Publisher()
         self.stop = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._run, name="feed", daemon=True)
 
     def prefill(self) -> None:
-        from hosts import history
+        from hosts.live import history
 
         now = time.time()
         pipe = history.client().pipeline(transaction=False)
@@ -185,7 +185,7 @@ class Feed:
         pipe.execute()
 
     def _run(self) -> None:
-        from hosts import history, live
+        from hosts.live import history, push
 
         step = HISTORY_SECONDS
         next_at = time.monotonic()
@@ -196,7 +196,7 @@ class Feed:
             for kind, object_id, make in self.series:
                 text = history.dumps(make(t, step))
                 history.add(pipe, history.FULL, kind, object_id, text, t)
-                messages.append((live.group_name(kind, object_id), live.frame_text(kind, object_id, text)))
+                messages.append((push.group_name(kind, object_id), push.frame_text(kind, object_id, text)))
             pipe.execute()
             self.publisher.send(messages)
             self.sent += 1
@@ -255,16 +255,16 @@ def measure_page(context: Any, url: str, window: str, seconds: float) -> dict[st
 def run(args: argparse.Namespace, var_dir: Path, env: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
     from playwright.sync_api import sync_playwright
 
-    from hosts import live
+    from hosts.live import push
 
     deadline = Deadline(args.budget)
     rows = make_inventory()
     big_cpus = rows["big_cpus"]
     series = [
-        (live.GUEST, rows["wide"].pk, lambda t, s: guest_frame(t, WIDE_VCPUS, s)),
-        (live.HOST, rows["big"].pk, lambda t, s: host_frame(t, big_cpus, s)),
-        (live.GUEST, rows["narrow"].pk, lambda t, s: guest_frame(t, 1, s)),
-        (live.HOST, rows["small"].pk, lambda t, s: host_frame(t, [0, 1], s)),
+        (push.GUEST, rows["wide"].pk, lambda t, s: guest_frame(t, WIDE_VCPUS, s)),
+        (push.HOST, rows["big"].pk, lambda t, s: host_frame(t, big_cpus, s)),
+        (push.GUEST, rows["narrow"].pk, lambda t, s: guest_frame(t, 1, s)),
+        (push.HOST, rows["small"].pk, lambda t, s: host_frame(t, [0, 1], s)),
     ]
     session = viewer_session()
     daphne, port = start_daphne(env)

@@ -23,8 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from hosts.harness.guests import destroy_and_undefine, list_domain_names
+from hosts.libvirt.errors import VirtError
+from hosts.libvirt.stats import fetch_cpu_stats
+
 if TYPE_CHECKING:
-    from hosts.fleet import Fleet
+    from hosts.harness.fleet import Fleet
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_REPEAT = 10
@@ -103,8 +107,8 @@ def run_in_sandbox(prefix: str, body: Callable[[Path], None], redis_port: int | 
     var_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         setup_django(bench_env(var_dir, redis_port))
-        from hosts.fleet import FleetError
-        from hosts.libvirt_client import VirtError
+        from hosts.harness.fleet import FleetError
+        from hosts.libvirt.errors import VirtError
 
         try:
             body(var_dir)
@@ -238,7 +242,7 @@ def virsh(uri: str, args: tuple[str, ...], timeout: float) -> str:
 
 def bench_fleet(prefix: str, base_port: int, hosts: int, per_host: int) -> Fleet:
     """The benchmark's own fleet: ``hosts`` daemons from ``base_port`` up, ``per_host`` tiny guests each."""
-    from hosts.fleet import Fleet
+    from hosts.harness.fleet import Fleet
 
     return Fleet(
         prefix=prefix,
@@ -253,23 +257,21 @@ def bench_fleet(prefix: str, base_port: int, hosts: int, per_host: int) -> Fleet
 
 def trim_guests(fleet: Fleet, keep: bool = True) -> None:
     """Remove this fleet's guests that are not wanted (left over from an earlier, larger, aborted run)."""
-    from hosts import libvirt_client
 
     for member in fleet.members:
         wanted = set(member.guest_names) if keep else set()
-        for name in libvirt_client.list_domain_names(member.uri):
+        for name in list_domain_names(member.uri):
             if name.startswith(f"{fleet.prefix}{member.index + 1}-") and name not in wanted:
-                libvirt_client.destroy_and_undefine(member.uri, name)
+                destroy_and_undefine(member.uri, name)
 
 
 def remove_fleet(fleet: Fleet) -> None:
     """Remove every guest of the benchmark's prefix (warning if some stay), then stop the fleet's daemons."""
-    from hosts import libvirt_client
 
     try:
         if fleet.members[0].is_running():
             trim_guests(fleet, keep=False)
-    except libvirt_client.VirtError as exc:
+    except VirtError as exc:
         print(f"warning: could not remove every bench guest: {exc.message}", file=sys.stderr)
     fleet.down()
 
@@ -298,14 +300,13 @@ IDLE_PERCENT_PER_GUEST, SETTLE_SECONDS = 2.0, 300
 
 def _guest_cpu(uris: list[str], seconds: float) -> tuple[float, int]:
     """The guests' total CPU use over ``seconds``, in % of one CPU, and how many guests run."""
-    from hosts import libvirt_client
-    from hosts.stats import host_load
+    from hosts.live.rates import host_load
 
-    before = [libvirt_client.fetch_cpu_stats(uri) for uri in uris]
+    before = [fetch_cpu_stats(uri) for uri in uris]
     time.sleep(seconds)
     total, count = 0.0, 0
     for uri, first in zip(uris, before, strict=True):
-        second = libvirt_client.fetch_cpu_stats(uri)
+        second = fetch_cpu_stats(uri)
         load = host_load(first, second, max_dt=10 * seconds)
         if load is not None:
             total += sum(guest.total for guest in load.guests.values())

@@ -30,6 +30,8 @@ from common import (
     virsh,
 )
 
+from hosts.inventory import create_host, sync_host
+
 FLEET_PREFIX = "isobench"
 FLEET_BASE_PORT = 16741
 
@@ -113,10 +115,9 @@ def virsh_script(uri: str, timeout: float) -> VirshRun:
 
 def isoweb_sync(host_id: int) -> IsowebRun:
     """Run isoweb's full sync of one host (libvirt reads and database write) and return its timing."""
-    from hosts import services
 
     started = time.perf_counter()
-    result = services.sync_host(host_id)
+    result = sync_host(host_id)
     seconds = time.perf_counter() - started
     if not result.ok:
         raise BenchError(f"isoweb sync failed: {result.error}")
@@ -151,7 +152,7 @@ def print_table(rows: list[Row], repeat: int) -> None:
         f"{'N':>4} {'isoweb s':>9} {'ms/guest':>9} {'libvirt s':>9} {'round trips':>11} "
         f"{'virsh s':>9} {'ms/guest':>9} {'virsh procs':>11} {'ratio':>7}"
     )
-    print(f"median of {repeat} run(s) per side; isoweb = services.sync_host (libvirt + DB write)")
+    print(f"median of {repeat} run(s) per side; isoweb = sync_host (libvirt + DB write)")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -178,7 +179,6 @@ def print_verdict(rows: list[Row]) -> None:
 
 def run(args: argparse.Namespace, rows: list[Row]) -> None:
     """Grow the bench fleet through ``args.sizes``, appending one measured row per size to ``rows``."""
-    from hosts import services
 
     deadline = Deadline(args.budget)
     largest = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, 1, max(args.sizes))
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace, rows: list[Row]) -> None:
             trim_guests(fleet)
             print(f"fleet: {size} guests running on {uri} ({time.perf_counter() - started:.1f} s to start)")
             if host_id is None:
-                host_id = services.create_host(name=f"{FLEET_PREFIX}-host1", uri=uri, actor=None).pk
+                host_id = create_host(name=f"{FLEET_PREFIX}-host1", uri=uri, actor=None).pk
             rows.append(measure(size, host_id, uri, args, deadline))
     finally:
         remove_fleet(largest)

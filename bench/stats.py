@@ -4,7 +4,7 @@ Scenarios (default): 1 host x 10 guests and 3 hosts x 30 guests, sampled at 1 Hz
 fleet (``isostat``, ports 16751..), its own Redis and its own throwaway database. Every guest and host has
 a websocket open through a real Daphne, so every frame is stored in history and pushed (the worst case).
 
-- The product's own :class:`hosts.collector.Collector` runs here (one thread per host, each host at its own
+- The product's own :class:`hosts.live.collector.Collector` runs here (one thread per host, each host at its own
   phase of the 1 s interval), exactly as ``manage.py collect_stats`` runs it.
 - Collector CPU: ``time.process_time`` of this process over the measured ticks (the bulk libvirt calls, the
   arithmetic, the pipelined history writes and the channel-layer sends, including the publisher's thread),
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import libvirt
 from common import (
     REPO_ROOT,
     Deadline,
@@ -50,6 +51,12 @@ from common import (
     wait_for,
 )
 
+from hosts.inventory import create_host, sync_host
+from hosts.libvirt.connection import RoundTrips, connect, disconnect
+from hosts.libvirt.errors import TransientVirtError
+from hosts.libvirt.facts import StatsSample
+from hosts.libvirt.stats import CPU_STATS_FLAGS, fetch_cpu_stats, guest_counters
+
 FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
 REDIS_PORT = 6397
 MAX_GUESTS_PER_HOST, MAX_TICKS = 100, 120
@@ -57,6 +64,27 @@ TARGET_P95_MS, TARGET_CPU_MS = 250.0, 2.0
 # Ticks after which latency counts as steady state: the sockets have opened and loaded their history.
 WARMUP_TICKS = 5
 # Freshly started guests count as booted once they use at most this much of one CPU each, on average.
+
+
+def fetch_cpu_stats_per_guest(uri: str) -> StatsSample:
+    """Read the same guest counters one guest at a time (list, then one stats call per guest).
+
+    The way a script without the bulk call would do it: the benchmark's baseline.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        wall = time.time()
+        before = time.monotonic()
+        guests = []
+        for dom in rt.call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            for record_dom, stats in rt.call(conn.domainListGetStats, [dom], CPU_STATS_FLAGS, 0):
+                guests.append(guest_counters(record_dom, stats))
+        mono = (before + time.monotonic()) / 2
+    except TransientVirtError:
+        disconnect(uri)
+        raise
+    return StatsSample(mono=mono, wall=wall, guests=tuple(guests), host_cpus=(), round_trips=rt.count)
 
 
 # --- a minimal websocket client (the client process; no extra dependency) ------------------------------
@@ -157,8 +185,7 @@ def client_main(args: argparse.Namespace) -> int:
 def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: Deadline) -> dict[str, Any]:
     """Run one scenario: bring the fleet to size, register it, then measure collector, floor and per-guest."""
 
-    from hosts import libvirt_client, services
-    from hosts.collector import Collector, TickResult
+    from hosts.live.collector import Collector, TickResult
     from hosts.models import Domain, Host
 
     fleet = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, hosts, guests)
@@ -166,10 +193,8 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
     settle([member.uri for member in fleet.members], deadline)
     registered = []
     for member in fleet.members:
-        host = Host.objects.filter(uri=member.uri).first() or services.create_host(
-            name=member.name, uri=member.uri, actor=None
-        )
-        result = services.sync_host(host.pk)
+        host = Host.objects.filter(uri=member.uri).first() or create_host(name=member.name, uri=member.uri, actor=None)
+        result = sync_host(host.pk)
         if not result.ok:
             raise RuntimeError(result.error)
         registered.append(host)
@@ -231,8 +256,8 @@ def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline:
                     count += len(sample.guests)
             return spent / max(count, 1) * 1000, durations
 
-        floor_cpu, floor_ms = measure(libvirt_client.fetch_cpu_stats)
-        per_guest_cpu, per_guest_ms = measure(libvirt_client.fetch_cpu_stats_per_guest)
+        floor_cpu, floor_ms = measure(fetch_cpu_stats)
+        per_guest_cpu, per_guest_ms = measure(fetch_cpu_stats_per_guest)
         libvirt_ms = floor_ms
     finally:
         stop_process(client)
@@ -317,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             report(rows[-1])
         return 0 if all(r["p95_ms"] < TARGET_P95_MS and r["collector_cpu_ms"] < TARGET_CPU_MS for r in rows) else 1
     finally:
-        if not args.keep_fleet and "hosts.fleet" in sys.modules:
+        if not args.keep_fleet and "hosts.harness.fleet" in sys.modules:
             hosts = max(h for h, _ in args.sizes)
             bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, hosts, max(g for _, g in args.sizes)).down()
         stop_process(redis)

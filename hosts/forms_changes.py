@@ -2,7 +2,7 @@
 
 They check the shape of the input and turn the structured profile editor into profile JSON; whether a
 profile or a change is acceptable is decided by the service functions (hosts/profiles.py,
-hosts/change_requests.py), whose errors the views put back next to these fields.
+hosts/changes/requests.py), whose errors the views put back next to these fields.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django import forms
 from django.utils import timezone
 
 from hosts.models import ChangeRequest, Domain, PinProfileRevision
-from hosts.profile_schema import DEFAULT_PERIOD, SCHED_NAMES, percent_to_quota, quota_to_percent
+from hosts.vocabulary import DEFAULT_PERIOD, SCHED_NAMES, percent_to_quota, quota_to_percent
 
 QUOTA_NAMES = tuple(name for name in SCHED_NAMES if name.endswith("_quota"))
 SCHED_HELP = {

@@ -9,7 +9,11 @@ from typing import Any
 
 from celery import shared_task
 
-from hosts import apply, change_requests, services
+from hosts import inventory
+from hosts.changes import start
+from hosts.changes.engine import give_up_waiting, run_jobs
+from hosts.changes.jobs import JOB_LEASE_SECONDS, stalled_jobs
+from hosts.changes.start import due_change_requests
 from hosts.models import ApplyJob, Host
 
 log = logging.getLogger(__name__)
@@ -20,7 +24,7 @@ def sync_host(host_id: int) -> dict[str, Any]:
     """Sync one host's inventory; a host that does not answer is marked down (the next beat retries)."""
     if not Host.objects.filter(pk=host_id).exists():
         return {"host_id": host_id, "ok": False, "error": "host no longer registered"}
-    result = services.sync_host(host_id)
+    result = inventory.sync_host(host_id)
     return {
         "host_id": result.host_id,
         "ok": result.ok,
@@ -44,15 +48,15 @@ BUSY_RETRIES = 200
 # Celery stops an apply task after this many seconds. A job whose claim has not been renewed for that long
 # and one lease more was left by a task that failed or hit the limit: nobody runs it any more.
 APPLY_TIME_LIMIT = 330
-STALLED_AFTER_SECONDS = APPLY_TIME_LIMIT + change_requests.JOB_LEASE_SECONDS
+STALLED_AFTER_SECONDS = APPLY_TIME_LIMIT + JOB_LEASE_SECONDS
 
 
 def _run_jobs(job_ids: list[int], attempt: int, claimed: Sequence[ApplyJob] = ()) -> None:
-    busy = apply.run_jobs(job_ids, claimed)
+    busy = run_jobs(job_ids, claimed)
     if not busy:
         return
     if attempt >= BUSY_RETRIES:
-        apply.give_up_waiting(busy, f"{attempt} tries")
+        give_up_waiting(busy, f"{attempt} tries")
         return
     run_apply_jobs.apply_async((busy, attempt + 1), countdown=1 + random.random())  # noqa: S311 - jitter only
 
@@ -62,7 +66,7 @@ def _run_jobs(job_ids: list[int], attempt: int, claimed: Sequence[ApplyJob] = ()
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=300, time_limit=APPLY_TIME_LIMIT)
 def start_change_request(change_request_id: int) -> int:
     """Re-plan an approved change request, then apply it on its hosts in parallel, here and now."""
-    started = change_requests.start_change_request(change_request_id)
+    started = start.start_change_request(change_request_id)
     _run_jobs(started.waiting, 0, started.claimed)
     return len(started.claimed) + len(started.waiting)
 
@@ -78,7 +82,7 @@ def run_apply_jobs(job_ids: list[int], attempt: int = 0) -> int:
 def resume_stalled_jobs() -> int:
     """Finish apply and rollback jobs that nobody runs any more (run by beat), so no request stays applying
     for ever; each guest goes on from its stored snapshot and status."""
-    job_ids = change_requests.stalled_jobs(STALLED_AFTER_SECONDS)
+    job_ids = stalled_jobs(STALLED_AFTER_SECONDS)
     if job_ids:
         log.warning("resuming %d stalled apply job(s): %s", len(job_ids), job_ids)
         _run_jobs(job_ids, 0)
@@ -88,7 +92,7 @@ def resume_stalled_jobs() -> int:
 @shared_task(soft_time_limit=10, time_limit=20)
 def apply_due_change_requests() -> int:
     """Start approved change requests whose apply time has come (run by beat)."""
-    due = change_requests.due_change_requests()
+    due = due_change_requests()
     for cr_id in due:
         start_change_request.delay(cr_id)
     return len(due)

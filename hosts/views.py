@@ -21,10 +21,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
-from hosts import roles, services, tasks
-from hosts.cpumap import cap_rows, load_host_cpu_map, partition_summary, vcpu_rows
+from hosts import roles, tasks
 from hosts.filters import DomainFilterSet, HostFilterSet
 from hosts.forms import HostAddForm
+from hosts.host_map import cap_rows, load_host_cpu_map, partition_summary, vcpu_rows
+from hosts.inventory import create_host
 from hosts.models import AuditEvent, Domain, Host
 from hosts.queries import hosts_with_counts
 
@@ -129,9 +130,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
     form = HostAddForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            host = services.create_host(
-                name=form.cleaned_data["name"], uri=form.cleaned_data["uri"], actor=request.user
-            )
+            host = create_host(name=form.cleaned_data["name"], uri=form.cleaned_data["uri"], actor=request.user)
         except ValidationError as exc:
             if hasattr(exc, "error_dict"):
                 for name, errors in exc.message_dict.items():

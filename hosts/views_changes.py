@@ -23,7 +23,15 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
-from hosts import change_requests, profiles, roles
+from hosts import roles
+from hosts.changes.requests import (
+    PlanError,
+    approve_change_request,
+    create_change_request,
+    plan_rows,
+    reject_change_request,
+    request_rollback,
+)
 from hosts.filters import AuditEventFilterSet, ChangeRequestFilterSet
 from hosts.forms_changes import (
     ChangeRequestForm,
@@ -32,9 +40,11 @@ from hosts.forms_changes import (
     ProfileForm,
     add_service_errors,
 )
+from hosts.inventory import set_host_partition
 from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfile, PinProfileRevision
-from hosts.planning import plan_for_domains
-from hosts.profile_schema import ProfileError, validate_profile
+from hosts.planning.plans import plan_for_domains
+from hosts.planning.profiles import create_profile, revise_profile
+from hosts.planning.schema import ProfileError, validate_profile
 from hosts.views import host_page_context, role_required, viewer_required
 
 log = logging.getLogger(__name__)
@@ -130,7 +140,7 @@ def _profile_editor(request: HttpRequest, profile: PinProfile | None) -> HttpRes
         elif valid and not form.errors:
             try:
                 if profile is None:
-                    created = profiles.create_profile(
+                    created = create_profile(
                         name=form.cleaned_data["name"],
                         description=form.cleaned_data["description"],
                         content=content,
@@ -138,7 +148,7 @@ def _profile_editor(request: HttpRequest, profile: PinProfile | None) -> HttpRes
                     )
                     messages.success(request, f"Profile {created.name} created (revision 1).")
                     return redirect(created)
-                revision = profiles.revise_profile(
+                revision = revise_profile(
                     profile.pk,
                     content=content,
                     description=form.cleaned_data["description"],
@@ -248,7 +258,7 @@ def change_create(request: HttpRequest) -> HttpResponse:
         wants_submit = request.POST.get("action") == "submit"
         if wants_submit and data.get("previewed") == fingerprint:
             try:
-                cr = change_requests.create_change_request(
+                cr = create_change_request(
                     revision=revision,
                     domain_ids=[d.pk for d in domains],
                     scope=scope,
@@ -256,7 +266,7 @@ def change_create(request: HttpRequest) -> HttpResponse:
                     apply_at=data["apply_at"],
                     actor=request.user,
                 )
-            except change_requests.PlanError as exc:
+            except PlanError as exc:
                 plans = exc.plans
                 form.add_error(None, "The plan has errors for some guests (below); nothing was saved.")
             except ValidationError as exc:
@@ -272,7 +282,7 @@ def change_create(request: HttpRequest) -> HttpResponse:
             except ProfileError as exc:  # a stored revision was valid when saved; the rules may have moved
                 form.add_error("profile_revision", f"This revision is no longer valid: {exc}")
             else:
-                plans = change_requests.plan_rows(planned)
+                plans = plan_rows(planned)
     for plan in plans or []:
         plan["parts"] = [{"scope": part, "rows": rows} for part, rows in plan["diff"].items()]
     plan_ok = plans is not None and all(not p["errors"] for p in plans)
@@ -375,7 +385,7 @@ def _decide(request: HttpRequest, pk: int, *, approve: bool) -> HttpResponse:
     cr = get_object_or_404(ChangeRequest, pk=pk)
     form = DecisionForm(request.POST)
     comment = form.cleaned_data["comment"] if form.is_valid() else ""
-    service = change_requests.approve_change_request if approve else change_requests.reject_change_request
+    service = approve_change_request if approve else reject_change_request
     try:
         service(cr.pk, comment=comment, actor=request.user)  # PermissionDenied (own request) becomes a 403
     except ValidationError as exc:
@@ -411,7 +421,7 @@ def change_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     """Put every guest the request changed back as its snapshot found it."""
     cr = get_object_or_404(ChangeRequest, pk=pk)
     try:
-        change_requests.request_rollback(cr.pk, actor=request.user)
+        request_rollback(cr.pk, actor=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     except (KombuError, OSError) as exc:
@@ -464,7 +474,7 @@ def host_partition(request: HttpRequest, pk: int) -> HttpResponse:
     form = PartitionForm(request.POST)
     if form.is_valid():
         try:
-            host = profiles.set_host_partition(
+            host = set_host_partition(
                 host.pk, housekeeping_cpus=form.cleaned_data["housekeeping_cpus"], actor=request.user
             )
         except ValidationError as exc:

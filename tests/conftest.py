@@ -1,7 +1,7 @@
 """Shared fixtures: the real parts (libvirt fleet, Redis, Celery worker) and the personas.
 
 The fleet, Redis and the worker are started once per session on the tests' own ports and names
-(see hosts.fleet.test_fleet and isoweb.settings_test), and stopped by pid at the end.
+(see hosts.harness.fleet.test_fleet and isoweb.settings_test), and stopped by pid at the end.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts import libvirt_client, services
-from hosts.fleet import Fleet, port_open, test_fleet
+from hosts.harness.fleet import Fleet, port_open, test_fleet
+from hosts.inventory import create_host, sync_host
+from hosts.libvirt import connection
+from hosts.libvirt.connection import disconnect
 from hosts.models import Host
 from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
 
@@ -240,8 +242,8 @@ def fleet_hosts(fleet: Fleet, db: None) -> list[Host]:
     """The fleet's hosts registered in the inventory and synced once, directly through the service."""
     hosts = []
     for member in fleet.members:
-        host = services.create_host(name=member.name, uri=member.uri, actor=None)
-        result = services.sync_host(host.pk)
+        host = create_host(name=member.name, uri=member.uri, actor=None)
+        result = sync_host(host.pk)
         assert result.ok, result.error
         hosts.append(Host.objects.get(pk=host.pk))
     return hosts
@@ -251,8 +253,8 @@ def fleet_hosts(fleet: Fleet, db: None) -> list[Host]:
 def _fresh_libvirt_connections() -> Iterator[None]:
     """Tests that kill daemons must not leave a dead cached connection to the next test."""
     yield
-    for uri in list(libvirt_client._connections):
-        libvirt_client.disconnect(uri)
+    for uri in list(connection._connections):
+        disconnect(uri)
 
 
 # --- a real web server for the browser tests ------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
 from hosts.models import Domain, Host
 from tests.conftest import virsh
 

@@ -15,8 +15,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from hosts import apply, change_requests, libvirt_client, services
-from hosts.fleet import Fleet
+from hosts.changes import jobs
+from hosts.changes.engine import run_jobs
+from hosts.changes.start import start_change_request
+from hosts.harness.fleet import Fleet
+from hosts.inventory import sync_host
+from hosts.libvirt.connection import disconnect
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host
 from tests.conftest import virsh, wait_for
 
@@ -217,7 +221,7 @@ def test_host_stopped_before_apply_fails_its_guest_with_cannot_be_reached(
     assert tuning(stopped.uri, names[1], "--live") == before[1]
     assert tuning(stopped.uri, names[1], "--config") == config_before
     assert not ApplyJob.objects.filter(change_request_id=cr_id, host=fleet_hosts[1]).exists()
-    services.sync_host(fleet_hosts[1].pk)  # back up, so the rollback can reach every host it needs
+    sync_host(fleet_hosts[1].pk)  # back up, so the rollback can reach every host it needs
     roll_back(ap, cr_id)
 
 
@@ -249,7 +253,7 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     uri2 = fleet.host(1).uri
     cr_id = _scheduled(login(operator), approver, names, scope="both")
 
-    started = change_requests.start_change_request(cr_id)
+    started = start_change_request(cr_id)
     assert len(started.claimed) == 3 and not started.waiting
     # A change of live and config: the re-plan's read is each guest's whole snapshot, the exact XML included.
     for target in ChangeTarget.objects.filter(change_request_id=cr_id):
@@ -258,7 +262,7 @@ def test_cap_set_by_hand_after_the_replan_is_refused_at_apply_and_that_guest_is_
     virsh(uri2, "schedinfo", names[1], "--live", "global_period=100000", "global_quota=10000")
     live_before = tuning(uri2, names[1], "--live")
     config_before = tuning(uri2, names[1], "--config")
-    assert apply.run_jobs([], started.claimed) == []  # no host was busy
+    assert run_jobs([], started.claimed) == []  # no host was busy
 
     done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
     assert done["status"] == "partially_applied", done
@@ -292,14 +296,14 @@ def test_host_stopped_between_the_replan_and_the_write_fails_its_guest_as_not_ch
     half-changed (which is what a guest marked applying by an earlier, dead worker must say)."""
     names, before = webs.names, webs.live_before
     cr_id = _scheduled(login(operator), approver, names)
-    started = change_requests.start_change_request(cr_id)
+    started = start_change_request(cr_id)
     assert len(started.claimed) == 3 and not started.waiting
     assert [t.status for t in ChangeTarget.objects.filter(change_request_id=cr_id)] == ["applying"] * 3
     stopped = fleet.host(1)
     stopped.stop_daemon()
-    libvirt_client.disconnect(stopped.uri)  # as the connection's close callback does once it sees the EOF
+    disconnect(stopped.uri)  # as the connection's close callback does once it sees the EOF
     try:
-        assert apply.run_jobs([], started.claimed) == []
+        assert run_jobs([], started.claimed) == []
     finally:
         stopped.start()
     done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
@@ -333,21 +337,21 @@ def test_a_host_busy_at_the_start_is_snapshotted_when_its_job_is_claimed(
         kind=ApplyJob.Kind.APPLY,
         status=ApplyJob.Status.RUNNING,
         claimed_at=timezone.now(),
-        claimed_by=change_requests._worker_identity(),  # this live process holds host 2
+        claimed_by=jobs._worker_identity(),  # this live process holds host 2
     )
     cr_id = _scheduled(op, approver, names)
-    started = change_requests.start_change_request(cr_id)
+    started = start_change_request(cr_id)
     assert sorted(job.host_id for job in started.claimed) == [fleet_hosts[0].pk, fleet_hosts[2].pk]
     [waiting] = started.waiting
     targets = {t.domain_name: t for t in ChangeTarget.objects.filter(change_request_id=cr_id)}
     assert targets[names[1]].status == "planned" and targets[names[1]].before is None
     assert all(targets[n].status == "applying" and targets[n].before for n in (names[0], names[2]))
 
-    assert apply.run_jobs([], started.claimed) == []
-    assert apply.run_jobs([waiting]) == [waiting]  # host 2 is still busy: nothing happens to its guest
+    assert run_jobs([], started.claimed) == []
+    assert run_jobs([waiting]) == [waiting]  # host 2 is still busy: nothing happens to its guest
     assert ChangeTarget.objects.get(change_request_id=cr_id, domain_name=names[1]).before is None
     ApplyJob.objects.filter(pk=holder.pk).update(status=ApplyJob.Status.DONE)
-    assert apply.run_jobs([waiting]) == []
+    assert run_jobs([waiting]) == []
     done = login(approver).get(f"/api/change-requests/{cr_id}/").json()
     assert done["status"] == "applied", done
     assert by_name(done)[names[1]]["before"]["live"]["sched"]["vcpu_quota"] != 50000
@@ -394,7 +398,7 @@ def test_plan_that_no_longer_holds_fails_the_request_and_touches_nothing(
         keeper.keep(0, name)
     for vcpu in ("0", "1"):  # free CPU 1, which the fleet dedicates to db1
         virsh(uri, "vcpupin", db, vcpu, "0-1", "--live")
-    services.sync_host(fleet_hosts[0].pk)
+    sync_host(fleet_hosts[0].pk)
     partition_all(fleet_hosts[:1], login(admin_user))
     op, ap = login(operator), login(approver)
     cr_id = propose(op, {"vcpupin": {"strategy": "explicit", "cpus": {"0": "1", "1": "1"}}}, [web])

@@ -13,8 +13,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from hosts import change_requests, tasks
-from hosts.change_requests import claim_jobs
+from hosts import tasks
+from hosts.changes import jobs
+from hosts.changes.jobs import claim_jobs, stalled_jobs
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host, PinProfile, PinProfileRevision
 
 LEASE = 60
@@ -93,7 +94,7 @@ def test_jobs_left_running_by_a_failed_task_are_found_and_finished_by_the_sweepe
         Host.objects.create(name=f"kvm-gone{n}", uri=f"qemu+tcp://127.0.0.1:{port}/system", transport="tcp")
         for n, port in enumerate((9, 19, 29))
     ]
-    me = change_requests._worker_identity()
+    me = jobs._worker_identity()
     long_ago = timezone.now() - timedelta(seconds=tasks.STALLED_AFTER_SECONDS + 5)
     alive = _request(hosts[0], operator, "g-alive")  # its worker is still at it: left alone
     quiet = _request(hosts[1], operator, "g-quiet")  # this process holds it, silent for too long
@@ -108,7 +109,7 @@ def test_jobs_left_running_by_a_failed_task_are_found_and_finished_by_the_sweepe
     # The quiet job's worker had started writing its guest: what is known must be said.
     ChangeTarget.objects.filter(change_request=quiet.change_request).update(status="applying", before={"live": {}})
 
-    assert change_requests.stalled_jobs(tasks.STALLED_AFTER_SECONDS) == [quiet.pk, dead.pk]
+    assert stalled_jobs(tasks.STALLED_AFTER_SECONDS) == [quiet.pk, dead.pk]
     assert tasks.resume_stalled_jobs() == 2
 
     half = ChangeTarget.objects.get(change_request=quiet.change_request)
@@ -123,4 +124,4 @@ def test_jobs_left_running_by_a_failed_task_are_found_and_finished_by_the_sweepe
         assert cr.status != "applying" and cr.finished_at is not None
     alive.refresh_from_db()
     assert alive.status == "running"
-    assert change_requests.stalled_jobs(tasks.STALLED_AFTER_SECONDS) == []
+    assert stalled_jobs(tasks.STALLED_AFTER_SECONDS) == []

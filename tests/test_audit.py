@@ -12,8 +12,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from hosts import change_requests, profiles
+from hosts.changes.requests import approve_change_request, create_change_request, reject_change_request
 from hosts.models import AuditEvent, ChangeRequest, Domain, Host
+from hosts.planning.profiles import create_profile
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.fleet]
@@ -22,9 +23,9 @@ CONTENT = {"sched": {"vcpu_period": 100000, "vcpu_quota": 50000}}
 
 
 def _propose(operator: User, name: str = "cap") -> ChangeRequest:
-    profile = profiles.create_profile(name=name, description="", content=CONTENT, actor=operator)
+    profile = create_profile(name=name, description="", content=CONTENT, actor=operator)
     domain = Domain.objects.filter(state="running", name__endswith="1-web").get()
-    return change_requests.create_change_request(
+    return create_change_request(
         revision=profile.revisions.get(), domain_ids=[domain.pk], scope="live", reason="cap web", actor=operator
     )
 
@@ -92,8 +93,8 @@ def test_approve_and_reject_events_record_the_status_before_and_after(
 ) -> None:
     approved = _propose(operator, "a")
     rejected = _propose(operator, "b")
-    change_requests.approve_change_request(approved.pk, comment="ok", actor=approver)
-    change_requests.reject_change_request(rejected.pk, comment="no", actor=approver)
+    approve_change_request(approved.pk, comment="ok", actor=approver)
+    reject_change_request(rejected.pk, comment="no", actor=approver)
     approve = AuditEvent.objects.get(action="change.approve", change_request=approved)
     reject = AuditEvent.objects.get(action="change.reject", change_request=rejected)
     assert (approve.before, approve.after) == ({"status": "pending"}, {"status": "scheduled"})
@@ -109,7 +110,7 @@ def test_audit_api_filters_by_action_actor_change_request_and_since(
     since = timezone.now()
     time.sleep(0.01)
     second = _propose(operator, "b")
-    change_requests.approve_change_request(second.pk, actor=approver)
+    approve_change_request(second.pk, actor=approver)
     client = login(viewer)
 
     def actions(**params: object) -> list[tuple[str, int | None]]:

@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts import services
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
+from hosts.inventory import sync_host
 from hosts.models import Domain, Host
 from tests.conftest import virsh, wait_for
 
@@ -70,7 +70,7 @@ def test_capped_burner_runs_at_the_capped_rate_and_at_full_rate_after_rollback(
     login: Callable[[User], Client],
 ) -> None:
     uri = fleet.host(0).uri
-    services.sync_host(fleet_hosts[0].pk)  # the inventory must see the burner running to plan a live change
+    sync_host(fleet_hosts[0].pk)  # the inventory must see the burner running to plan a live change
     full = settled_share(uri, burner, 0.7, 1.2)
     assert full > 0.7, f"the uncapped burner used only {full:.0%} of a CPU"
 

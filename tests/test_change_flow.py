@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
 from hosts.models import AuditEvent, ChangeRequest, Domain, Host
 from tests.conftest import virsh, wait_for
 

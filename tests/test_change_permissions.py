@@ -19,8 +19,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.test import Client
 
-from hosts import change_requests, profiles
+from hosts.changes.requests import create_change_request
 from hosts.models import ChangeRequest, ChangeTarget, Domain, Host, PinProfile
+from hosts.planning.profiles import create_profile
 from hosts.roles import APPROVER
 
 pytestmark = [pytest.mark.fleet]
@@ -45,9 +46,9 @@ def as_(request: pytest.FixtureRequest, login: Callable[[User], Client]) -> Call
 @pytest.fixture
 def pending(fleet_hosts: list[Host], operator: User) -> ChangeRequest:
     """A pending change request by the operator, for a running guest."""
-    profile = profiles.create_profile(name="cap", description="", content=CONTENT, actor=operator)
+    profile = create_profile(name="cap", description="", content=CONTENT, actor=operator)
     domain = Domain.objects.filter(state="running", name__endswith="-web").first()
-    return change_requests.create_change_request(
+    return create_change_request(
         revision=profile.revisions.get(),
         domain_ids=[domain.pk],
         scope="live",
@@ -157,7 +158,7 @@ def test_approver_approves_rejects_and_rolls_back_someone_elses_request(
     assert approved.json()["status"] == "scheduled" and approved.json()["decided_by"] == "anna"
 
     domain = pending.targets.get().domain
-    second = change_requests.create_change_request(
+    second = create_change_request(
         revision=pending.profile_revision, domain_ids=[domain.pk], scope="live", reason="again", actor=operator
     )
     rejected = post(client, f"/api/change-requests/{second.pk}/reject/", {"comment": "no"})

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
-from hosts import history, live
-from hosts.collector import Collector, HostCollector
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
+from hosts.live import history, push
+from hosts.live.collector import Collector, HostCollector
 from hosts.models import Domain, Host
 from tests.conftest import virsh, wait_for
 
@@ -28,7 +28,7 @@ def run_watching(collector: Collector, hosts: list[Host], done: Callable[[], boo
 
     def keep_watching() -> None:
         while not stop_marking.is_set():
-            live.mark_watched([(live.HOST, h.pk) for h in hosts])
+            push.mark_watched([(push.HOST, h.pk) for h in hosts])
             stop_marking.wait(1)
 
     threads = [threading.Thread(target=keep_watching), threading.Thread(target=collector.run)]
@@ -44,8 +44,8 @@ def run_watching(collector: Collector, hosts: list[Host], done: Callable[[], boo
 
 
 @pytest.fixture
-def publisher(redis_server: str) -> Iterator[live.Publisher]:
-    the_publisher = live.Publisher()
+def publisher(redis_server: str) -> Iterator[push.Publisher]:
+    the_publisher = push.Publisher()
     yield the_publisher
     the_publisher.close()
 
@@ -77,18 +77,18 @@ def tick_until(collector: HostCollector, predicate: Any, ticks: int, interval: f
 
 
 def test_a_burning_guest_shows_vcpu_0_near_100_percent_within_a_few_ticks(
-    burner: Domain, fleet_hosts: list[Host], publisher: live.Publisher
+    burner: Domain, fleet_hosts: list[Host], publisher: push.Publisher
 ) -> None:
     host = fleet_hosts[0]
     collector = HostCollector(host_id=host.pk, uri=host.uri, publisher=publisher)
     layer = get_channel_layer()
-    live.mark_watched([(live.GUEST, burner.pk), (live.HOST, host.pk)])
+    push.mark_watched([(push.GUEST, burner.pk), (push.HOST, host.pk)])
 
     async def listen() -> list[dict[str, Any]]:
         channel = await layer.new_channel()
-        await layer.group_add(live.guest_group(burner.pk), channel)
+        await layer.group_add(push.guest_group(burner.pk), channel)
         loop = asyncio.get_running_loop()
-        burning = lambda: [f for f in frames(live.GUEST, burner.pk) if f["v"] and f["v"][0] >= 90]  # noqa: E731
+        burning = lambda: [f for f in frames(push.GUEST, burner.pk) if f["v"] and f["v"][0] >= 90]  # noqa: E731
         await loop.run_in_executor(None, tick_until, collector, burning, 12)
         pushed = []
         while True:
@@ -97,32 +97,32 @@ def test_a_burning_guest_shows_vcpu_0_near_100_percent_within_a_few_ticks(
             except TimeoutError:
                 break
             pushed.append(json.loads(message["text"]))
-        await layer.group_discard(live.guest_group(burner.pk), channel)
+        await layer.group_discard(push.guest_group(burner.pk), channel)
         return pushed
 
     pushed = asyncio.run(listen())
-    newest = frames(live.GUEST, burner.pk)[-1]
+    newest = frames(push.GUEST, burner.pk)[-1]
     assert newest["n"] == [0]
     assert 90 <= newest["v"][0] <= 100
     assert newest["o"] is not None and newest["o"] < 50  # the emulator thread idles next to a spinning vCPU
     assert pushed and pushed[-1]["type"] == "frame" and pushed[-1]["frame"]["v"][0] >= 90
-    host_frame = frames(live.HOST, host.pk)[-1]
+    host_frame = frames(push.HOST, host.pk)[-1]
     assert max(host_frame["b"]) >= 45  # one of the machine's CPUs carries the burner
     idle = Domain.objects.get(host=host, name__endswith="-web")
-    assert all(v < 20 for v in frames(live.GUEST, idle.pk)[-1]["v"])
+    assert all(v < 20 for v in frames(push.GUEST, idle.pk)[-1]["v"])
 
 
 def test_a_host_that_goes_down_is_told_backs_off_and_resumes_after_a_gap_by_itself(
-    fleet: Fleet, fleet_hosts: list[Host], publisher: live.Publisher
+    fleet: Fleet, fleet_hosts: list[Host], publisher: push.Publisher
 ) -> None:
     host, member = fleet_hosts[2], fleet.host(2)
     collector = HostCollector(host_id=host.pk, uri=host.uri, publisher=publisher)
     layer = get_channel_layer()
-    tick_until(collector, lambda: frames(live.HOST, host.pk), 4)
+    tick_until(collector, lambda: frames(push.HOST, host.pk), 4)
 
     async def scenario() -> tuple[list[str], list[float], list[dict[str, Any]]]:
         channel = await layer.new_channel()
-        await layer.group_add(live.host_group(host.pk), channel)
+        await layer.group_add(push.host_group(host.pk), channel)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, member.stop_daemon)
         errors, backoffs = [], []
@@ -141,7 +141,7 @@ def test_a_host_that_goes_down_is_told_backs_off_and_resumes_after_a_gap_by_itse
                 received.append(json.loads((await asyncio.wait_for(layer.receive(channel), 1))["text"]))
             except TimeoutError:
                 break
-        await layer.group_discard(live.host_group(host.pk), channel)
+        await layer.group_discard(push.host_group(host.pk), channel)
         return errors, backoffs, received
 
     errors, backoffs, received = asyncio.run(scenario())
@@ -154,15 +154,15 @@ def test_a_host_that_goes_down_is_told_backs_off_and_resumes_after_a_gap_by_itse
 
 
 def test_history_survives_a_collector_restart_and_marks_the_restart_as_a_gap(
-    fleet_hosts: list[Host], publisher: live.Publisher
+    fleet_hosts: list[Host], publisher: push.Publisher
 ) -> None:
     host = fleet_hosts[1]
     first = HostCollector(host_id=host.pk, uri=host.uri, publisher=publisher)
-    tick_until(first, lambda: len(frames(live.HOST, host.pk)) >= 2, 5)
-    before = frames(live.HOST, host.pk)
+    tick_until(first, lambda: len(frames(push.HOST, host.pk)) >= 2, 5)
+    before = frames(push.HOST, host.pk)
     second = HostCollector(host_id=host.pk, uri=host.uri, publisher=publisher)
-    tick_until(second, lambda: len(frames(live.HOST, host.pk)) > len(before), 4)
-    after = frames(live.HOST, host.pk)
+    tick_until(second, lambda: len(frames(push.HOST, host.pk)) > len(before), 4)
+    after = frames(push.HOST, host.pk)
     assert after[: len(before)] == before
     assert after[len(before)].get("gap") == 1
 
@@ -171,12 +171,12 @@ def test_a_watched_host_is_sampled_every_interval_and_an_unwatched_one_only_in_t
     fleet_hosts: list[Host],
 ) -> None:
     watched, unwatched = fleet_hosts[0], fleet_hosts[1]
-    history.client().delete(*(history.key(history.FULL, live.HOST, h.pk) for h in fleet_hosts))
+    history.client().delete(*(history.key(history.FULL, push.HOST, h.pk) for h in fleet_hosts))
     collector = Collector(interval=0.5, background_interval=4.0)
     run_watching(
-        collector, [watched], lambda: len(frames(live.HOST, watched.pk)) >= 10, 15, "frames of the watched host"
+        collector, [watched], lambda: len(frames(push.HOST, watched.pk)) >= 10, 15, "frames of the watched host"
     )
-    assert len(frames(live.HOST, unwatched.pk)) <= 2
+    assert len(frames(push.HOST, unwatched.pk)) <= 2
 
 
 def test_hosts_tick_at_their_own_phase_of_the_interval(fleet_hosts: list[Host]) -> None:

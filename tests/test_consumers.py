@@ -17,7 +17,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts import history, live, services
+from hosts.inventory import create_host
+from hosts.live import history, push
 from hosts.models import AuditEvent, Domain, Host
 from isoweb.asgi import application
 
@@ -28,7 +29,7 @@ ORIGIN = (b"origin", b"http://127.0.0.1:8000")
 
 @pytest.fixture
 def guest(redis_server: str) -> Domain:
-    host = services.create_host(name="charthost", uri="qemu+tcp://127.0.0.1:16999/system", actor=None)
+    host = create_host(name="charthost", uri="qemu+tcp://127.0.0.1:16999/system", actor=None)
     return Domain.objects.create(
         host=host,
         uuid=uuid.uuid4(),
@@ -63,13 +64,13 @@ async def refused(path: str, *headers: tuple[bytes, bytes]) -> Any:
 
 def group_members(kind: str, object_id: int) -> int:
     """Count the channels in a chart's group, straight from the channel layer's Redis sorted set."""
-    return int(history.client().zcard(f"asgi:group:{live.group_name(kind, object_id)}"))
+    return int(history.client().zcard(f"asgi:group:{push.group_name(kind, object_id)}"))
 
 
 def test_an_anonymous_visitor_is_refused_and_never_joins_the_group(guest: Domain) -> None:
     code = run(refused(f"/ws/guests/{guest.pk}/", ORIGIN))
     assert code == 4401
-    assert group_members(live.GUEST, guest.pk) == 0
+    assert group_members(push.GUEST, guest.pk) == 0
 
 
 def test_a_logged_in_user_without_a_role_is_refused_and_never_joins_the_group(
@@ -77,12 +78,12 @@ def test_a_logged_in_user_without_a_role_is_refused_and_never_joins_the_group(
 ) -> None:
     code = run(refused(f"/ws/hosts/{guest.host_id}/", ORIGIN, cookie_for(outsider, login)))
     assert code == 4403
-    assert group_members(live.HOST, guest.host_id) == 0
+    assert group_members(push.HOST, guest.host_id) == 0
 
 
 def test_a_viewer_from_another_origin_is_refused(guest: Domain, viewer: User, login: Callable[[User], Client]) -> None:
     run(refused(f"/ws/guests/{guest.pk}/", (b"origin", b"http://evil.example.com"), cookie_for(viewer, login)))
-    assert group_members(live.GUEST, guest.pk) == 0
+    assert group_members(push.GUEST, guest.pk) == 0
 
 
 def test_a_chart_of_a_guest_that_does_not_exist_is_refused(
@@ -98,7 +99,7 @@ def test_a_viewer_gets_history_caps_and_markers_at_once_and_marks_the_chart_watc
     pipe = history.client().pipeline()
     for age in (3, 2, 1):
         frame = {"t": now - age, "n": [0], "v": [float(age)], "d": [0.0], "o": 1.0, "g": 2.0}
-        history.add(pipe, history.FULL, live.GUEST, guest.pk, history.dumps(frame), now - age)
+        history.add(pipe, history.FULL, push.GUEST, guest.pk, history.dumps(frame), now - age)
     pipe.execute()
     AuditEvent.objects.create(
         action=AuditEvent.Action.CHANGE_APPLIED, domain=guest, object_repr=guest.name, message="cap20 applied"
@@ -119,15 +120,15 @@ def test_a_viewer_gets_history_caps_and_markers_at_once_and_marks_the_chart_watc
     assert [f["v"][0] for f in hello["frames"]] == [3.0, 2.0, 1.0]
     assert hello["caps"] == {"vcpu": 20.0}
     assert [(m["kind"], m["label"]) for m in hello["markers"]] == [("change.applied", "cap20 applied")]
-    assert live.watched(live.GUEST, [guest.pk]) == {guest.pk}
-    assert live.watched(live.HOST, [guest.host_id]) == {guest.host_id}
+    assert push.watched(push.GUEST, [guest.pk]) == {guest.pk}
+    assert push.watched(push.HOST, [guest.host_id]) == {guest.host_id}
 
 
 def test_frames_and_markers_sent_to_the_group_from_sync_code_reach_the_browser(
     guest: Domain, viewer: User, login: Callable[[User], Client]
 ) -> None:
-    publisher = live.Publisher()
-    text = live.frame_text(live.GUEST, guest.pk, '{"t":1,"n":[0],"v":[99.5],"d":[0.1],"o":1.2,"g":100.7}')
+    publisher = push.Publisher()
+    text = push.frame_text(push.GUEST, guest.pk, '{"t":1,"n":[0],"v":[99.5],"d":[0.1],"o":1.2,"g":100.7}')
 
     cookie = cookie_for(viewer, login)
 
@@ -135,9 +136,11 @@ def test_frames_and_markers_sent_to_the_group_from_sync_code_reach_the_browser(
         communicator, connected, _ = await connect(f"/ws/guests/{guest.pk}/", ORIGIN, cookie)
         assert connected
         await communicator.receive_json_from(timeout=10)  # hello
-        await asyncio.get_running_loop().run_in_executor(None, publisher.send, [(live.guest_group(guest.pk), text)])
+        await asyncio.get_running_loop().run_in_executor(None, publisher.send, [(push.guest_group(guest.pk), text)])
         received = [await communicator.receive_json_from(timeout=10)]
-        await sync_to_async(live.announce_marker)(guest.pk, "change.rolled_back", "rolled back", 1_700_000_000.0)
+        await sync_to_async(push.announce_markers)(
+            [(guest.pk, guest.host_id, "change.rolled_back", "rolled back", 1_700_000_000.0)]
+        )
         received.append(await communicator.receive_json_from(timeout=10))
         received.append(await communicator.receive_json_from(timeout=10))
         await communicator.disconnect()
@@ -157,7 +160,7 @@ def test_unknown_oversized_and_malformed_client_messages_are_ignored_and_the_soc
 ) -> None:
     minute = {"t": 60 * int(time.time() // 60 - 5), "n": [0], "v": [42.0], "d": [0.0]}
     pipe = history.client().pipeline()
-    history.add(pipe, history.MINUTE, live.GUEST, guest.pk, history.dumps(minute), minute["t"])
+    history.add(pipe, history.MINUTE, push.GUEST, guest.pk, history.dumps(minute), minute["t"])
     pipe.execute()
 
     cookie = cookie_for(viewer, login)
@@ -182,8 +185,8 @@ def test_unknown_oversized_and_malformed_client_messages_are_ignored_and_the_soc
 
 def test_a_host_chart_gets_its_host_frames(guest: Domain, viewer: User, login: Callable[[User], Client]) -> None:
     host = Host.objects.get(pk=guest.host_id)
-    publisher = live.Publisher()
-    text = live.status_text(live.HOST, host.pk, up=False, reason="the host cannot be reached")
+    publisher = push.Publisher()
+    text = push.status_text(push.HOST, host.pk, up=False, reason="the host cannot be reached")
 
     cookie = cookie_for(viewer, login)
 
@@ -192,7 +195,7 @@ def test_a_host_chart_gets_its_host_frames(guest: Domain, viewer: User, login: C
         assert connected
         hello = await communicator.receive_json_from(timeout=10)
         assert hello["type"] == "hello" and hello["name"] == "charthost"
-        await asyncio.get_running_loop().run_in_executor(None, publisher.send, [(live.host_group(host.pk), text)])
+        await asyncio.get_running_loop().run_in_executor(None, publisher.send, [(push.host_group(host.pk), text)])
         status = await communicator.receive_json_from(timeout=10)
         await communicator.disconnect()
         return status
@@ -216,7 +219,7 @@ def test_a_live_marker_from_the_apply_engine_brings_the_caps_it_left_behind(
         # The apply engine writes what it read back to the inventory, then announces after its commit.
         live_tuning = {**(guest.tuning_live or {}), "sched": {"vcpu_period": 100000, "vcpu_quota": 50000}}
         await sync_to_async(Domain.objects.filter(pk=guest.pk).update)(tuning_live=live_tuning)
-        await sync_to_async(live.announce_marker)(guest.pk, "applied", "CR-1 applied", time.time())
+        await sync_to_async(push.announce_markers)([(guest.pk, guest.host_id, "applied", "CR-1 applied", time.time())])
         received = [await communicator.receive_json_from(timeout=10) for _ in range(2)]
         await communicator.disconnect()
         return received
@@ -244,9 +247,9 @@ def test_one_push_to_more_groups_than_the_redis_pool_holds_loses_nothing(
         return names
 
     channels = async_to_sync(join)()
-    publisher = live.Publisher()
+    publisher = push.Publisher()
     try:
-        with caplog.at_level(logging.WARNING, logger="hosts.live"):
+        with caplog.at_level(logging.WARNING, logger="hosts.live.push"):
             publisher.send([(f"pushtest-{i}", f"frame {i}") for i in range(count)], timeout=30)
     finally:
         publisher.close()

@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
 from hosts.models import AuditEvent, Domain, Host
 from tests.conftest import wait_for
 

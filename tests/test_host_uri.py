@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from hosts import services
+from hosts.inventory import create_host
 from hosts.models import AuditEvent, Host
 from hosts.uri import validate_host_uri
 
@@ -61,7 +61,7 @@ def test_unsafe_or_malformed_uris_are_refused_with_a_reason(uri: str, words: str
 
 def test_refused_uri_saves_nothing_through_the_service(db: None) -> None:
     with pytest.raises(ValidationError):
-        services.create_host(name="evil", uri="qemu+ext:///system?command=/bin/sh", actor=None)
+        create_host(name="evil", uri="qemu+ext:///system?command=/bin/sh", actor=None)
     assert not Host.objects.exists()
     assert not AuditEvent.objects.exists()
 

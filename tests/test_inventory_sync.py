@@ -10,9 +10,12 @@ from defusedxml.ElementTree import fromstring as parse_xml
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from hosts import libvirt_client, services
 from hosts.cpulist import format_cpulist, parse_cpulist
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
+from hosts.inventory import begin_reading_hosts, store_reads, sync_host, sync_hosts
+from hosts.libvirt.errors import VirtError
+from hosts.libvirt.inventory import DOMAIN_STATES, fetch_inventory
+from hosts.libvirt.session import HostSession
 from hosts.models import Domain, Host, HostCPU
 from tests.conftest import virsh
 
@@ -130,7 +133,7 @@ def test_change_made_with_virsh_shows_after_next_sync(fleet: Fleet, fleet_hosts:
     virsh(host.uri, "schedinfo", name, "--live", "vcpu_quota=30000", "emulator_quota=40000")
     virsh(host.uri, "vcpupin", name, "0", "1", "--config")
     try:
-        assert services.sync_host(host.pk).ok
+        assert sync_host(host.pk).ok
         after = Domain.objects.get(pk=before.pk)
         assert after.tuning_live["vcpupin"] == {"0": "0-1", "1": "0"}
         assert after.tuning_live["emulatorpin"] == "1"
@@ -151,7 +154,7 @@ def test_shut_off_guest_keeps_config_and_drops_live_tuning(fleet: Fleet, fleet_h
     name = f"{fleet.prefix}3-batch"
     virsh(host.uri, "destroy", name)
     try:
-        assert services.sync_host(host.pk).ok
+        assert sync_host(host.pk).ok
         dom = Domain.objects.get(host=host, name=name)
         assert dom.state == Domain.State.SHUTOFF
         assert dom.tuning_live is None and dom.affinity == {}
@@ -162,7 +165,7 @@ def test_shut_off_guest_keeps_config_and_drops_live_tuning(fleet: Fleet, fleet_h
 
 def test_sync_round_trips_are_counted_and_bounded_per_guest(fleet_hosts: list[Host]) -> None:
     host = fleet_hosts[0]
-    result = services.sync_host(host.pk)
+    result = sync_host(host.pk)
     running = Domain.objects.filter(host=host, state="running").count()
     stopped = Domain.objects.filter(host=host).count() - running
     assert stopped == 1  # the CPU burner, defined but not started
@@ -179,7 +182,7 @@ def test_light_sync_refreshes_live_tuning_and_keeps_config_and_affinity(fleet: F
     known = Host.objects.get(pk=host.pk)
     HostCPU.objects.filter(host=host, cpu_id=1).update(online=False)  # as if it had been offline at the last sync
     try:
-        [result] = services.sync_hosts([host.pk], light=True)
+        [result] = sync_hosts([host.pk], light=True)
         assert HostCPU.objects.get(host=host, cpu_id=1).online  # the light read still sees which CPUs are online
         after = Domain.objects.get(pk=before.pk)
         assert after.tuning_live["sched"]["cpu_shares"] == 777
@@ -205,19 +208,19 @@ def test_storing_several_hosts_costs_the_same_statements_as_one_and_keeps_them_a
 ) -> None:
     """The re-plan stores every host's read on its way to the first write: the statements do not grow with
     the hosts, and each host's CPUs and guests are still its own."""
-    one = services.read_hosts([fleet_hosts[0].pk], light=True)
-    three = services.read_hosts([h.pk for h in fleet_hosts], light=True)
+    one = begin_reading_hosts([fleet_hosts[0].pk], light=True)()
+    three = begin_reading_hosts([h.pk for h in fleet_hosts], light=True)()
     # As if CPU 1 of the first host and CPU 0 of the second had been offline at the last sync.
     HostCPU.objects.filter(host=fleet_hosts[0], cpu_id=1).update(online=False)
     HostCPU.objects.filter(host=fleet_hosts[1], cpu_id=0).update(online=False)
     with CaptureQueriesContext(connection) as for_one, transaction.atomic():
-        services.store_reads(one)
+        store_reads(one)
     with CaptureQueriesContext(connection) as for_three, transaction.atomic():
-        services.store_reads(three)
+        store_reads(three)
     assert len(for_three) == len(for_one) <= 8, [q["sql"][:80] for q in for_three]
     assert not HostCPU.objects.filter(host__in=fleet_hosts, online=False).exists()
     for host, (_host, inventory) in zip(fleet_hosts, three, strict=True):
-        assert not isinstance(inventory, libvirt_client.VirtError)
+        assert not isinstance(inventory, VirtError)
         stored = {str(u) for u in Domain.objects.filter(host=host).values_list("uuid", flat=True)}
         assert stored == {d.uuid for d in inventory.domains}
 
@@ -230,10 +233,10 @@ def test_a_light_read_keeping_config_has_each_guests_config_and_its_exact_xml(
     running guest (no affinity, no host identity)."""
     host = fleet_hosts[2]
     name = f"{fleet.prefix}3-web"
-    plain = libvirt_client.fetch_inventory(host.uri, light=True)
+    plain = fetch_inventory(host.uri, light=True)
     assert all(d.config_xml is None for d in plain.domains)
     assert next(d for d in plain.domains if d.name == name).config is None  # running: its config is not read
-    read = libvirt_client.fetch_inventory(host.uri, light=True, keep_config=True)
+    read = fetch_inventory(host.uri, light=True, keep_config=True)
     web = next(d for d in read.domains if d.name == name)
     assert web.live is not None and web.config is not None and web.affinity is None
     assert web.config_xml == virsh(host.uri, "dumpxml", "--inactive", "--security-info", name)
@@ -248,12 +251,12 @@ def test_an_apply_session_after_a_read_of_the_host_reuses_its_cpu_map_and_guest_
     """The re-plan's read has just seen the host: the apply's session asks for neither the CPU map nor each
     guest's handle again, so reading a guest's live tuning costs its two getters alone."""
     host = fleet_hosts[0]
-    libvirt_client.fetch_inventory(host.uri, light=True)
+    fetch_inventory(host.uri, light=True)
     guest = Domain.objects.filter(host=host, state="running").first()
     assert guest is not None
-    session = libvirt_client.HostSession(host.uri)
+    session = HostSession(host.uri)
     assert session.rt.count == 0  # the CPU map came from the read
-    running = {name: code for code, name in libvirt_client.DOMAIN_STATES.items()}["running"]
+    running = {name: code for code, name in DOMAIN_STATES.items()}["running"]
     snapshot = session.read_guest(str(guest.uuid), ("live",), state=running, with_affinity=False)
     assert snapshot.live is not None
     assert session.rt.count == 2  # live caps and live XML; no lookup of the guest

@@ -19,8 +19,8 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
-from hosts import services
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
+from hosts.inventory import sync_host
 from hosts.models import Domain, Host
 from tests.conftest import ARTIFACTS, _spawn, _stop, logged_in_page, virsh, wait_for
 
@@ -47,7 +47,7 @@ def burner(fleet: Fleet, fleet_hosts: list[Host]) -> Iterator[Domain]:
     virsh(member.uri, "start", name)
     try:
         # The change-request planner works from the inventory: let it learn that the burner now runs.
-        assert services.sync_host(fleet_hosts[0].pk).ok
+        assert sync_host(fleet_hosts[0].pk).ok
         yield Domain.objects.get(host=fleet_hosts[0], name=name)
     finally:
         virsh(member.uri, "destroy", name)

@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts import services
-from hosts.cpumap import EXCLUSIVE, FLOATING, SHARED, load_host_cpu_map
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
+from hosts.host_map import EXCLUSIVE, FLOATING, SHARED, load_host_cpu_map
+from hosts.inventory import sync_host
 from hosts.models import Domain, Host, HostCPU, NumaCell
 from tests.conftest import virsh
 
@@ -92,7 +92,7 @@ def test_guest_page_highlights_live_config_differences(
     assert "row-diff" not in client.get(f"/guests/{dom.pk}/").content.decode()
     virsh(host.uri, "emulatorpin", name, "1", "--live")
     try:
-        services.sync_host(host.pk)
+        sync_host(host.pk)
         page = client.get(f"/guests/{dom.pk}/").content.decode()
         # The side-by-side table flags exactly the one field that differs, and it is the emulator pin.
         assert page.count('<span class="badge warn">differs</span>') == 1

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hosts.cpulist import parse_cpulist
-from hosts.planner import (
+from hosts.planning.planner import (
     CPUInfo,
     GuestPlan,
     GuestState,
@@ -31,7 +31,8 @@ from hosts.planner import (
     quota_to_percent,
     validate_profile,
 )
-from hosts.profile_schema import PROFILE_KEYS, SCHED_NAMES, THREADPIN_STRATEGIES, VCPUPIN_STRATEGIES
+from hosts.planning.schema import PROFILE_KEYS, THREADPIN_STRATEGIES, VCPUPIN_STRATEGIES
+from hosts.vocabulary import SCHED_NAMES
 
 HOST_ID = 1
 

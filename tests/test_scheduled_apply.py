@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from hosts.fleet import Fleet
+from hosts.harness.fleet import Fleet
 from hosts.models import ChangeRequest, Domain, Host
 from tests.conftest import virsh, wait_for
 

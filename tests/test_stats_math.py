@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from hosts.history import MinuteBuckets
-from hosts.libvirt_client import GuestCPUCounters, HostCPUCounters, StatsSample
-from hosts.stats import guest_load, host_cpu_busy, host_load
+from hosts.libvirt.facts import GuestCPUCounters, HostCPUCounters, StatsSample
+from hosts.live.history import MinuteBuckets
+from hosts.live.rates import guest_load, host_cpu_busy, host_load
 
 S = 1_000_000_000
 

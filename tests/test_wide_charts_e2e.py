@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import User
 
-from hosts import history, live
+from hosts.live import history, push
 from hosts.models import Domain, Host, HostCPU, NumaCell
 from tests.conftest import logged_in_page, wait_for
 
@@ -56,15 +56,15 @@ def wide_guest(db: None, redis_server: str) -> Iterator[Domain]:
     now = time.time()
     pipe = history.client().pipeline(transaction=False)
     for step in range(60):
-        history.add(pipe, history.FULL, live.GUEST, guest.pk, _frame(now - 60 + step), now - 60 + step)
+        history.add(pipe, history.FULL, push.GUEST, guest.pk, _frame(now - 60 + step), now - 60 + step)
     pipe.execute()
-    publisher = live.Publisher()
+    publisher = push.Publisher()
     stop = threading.Event()
 
     def feed() -> None:
         while not stop.wait(1.0):
             text = _frame(time.time())
-            publisher.send([(live.guest_group(guest.pk), live.frame_text(live.GUEST, guest.pk, text))])
+            publisher.send([(push.guest_group(guest.pk), push.frame_text(push.GUEST, guest.pk, text))])
 
     thread = threading.Thread(target=feed, daemon=True)
     thread.start()

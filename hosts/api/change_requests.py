@@ -14,11 +14,18 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hosts import change_requests
 from hosts.api.permissions import CanApprove, CanDraftOrReadOnly
 from hosts.api.profiles import django_errors
+from hosts.changes.requests import (
+    PlanError,
+    approve_change_request,
+    create_change_request,
+    reject_change_request,
+    request_rollback,
+)
 from hosts.filters import AuditEventFilterSet, ChangeRequestFilterSet
 from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
+from hosts.vocabulary import public_snapshot
 
 
 class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
@@ -50,7 +57,7 @@ class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
         read_only_fields = fields
 
     def get_before(self, obj: ChangeTarget) -> dict[str, Any] | None:
-        return None if obj.before is None else {k: v for k, v in obj.before.items() if k != "config_xml"}
+        return public_snapshot(obj.before)
 
 
 class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
@@ -122,7 +129,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
 
     def create(self, validated_data: dict[str, Any]) -> ChangeRequest:
         try:
-            return change_requests.create_change_request(
+            return create_change_request(
                 revision=validated_data["profile_revision"],
                 domain_ids=[d.pk for d in validated_data["domains"]],
                 scope=validated_data.get("scope", ChangeRequest.Scope.BOTH),
@@ -130,7 +137,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
                 apply_at=validated_data.get("apply_at"),
                 actor=self.context["request"].user,
             )
-        except change_requests.PlanError:
+        except PlanError:
             raise  # answered by the view with the plan as it is (a ValidationError would stringify it)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(django_errors(exc)) from exc
@@ -160,7 +167,7 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         try:
             return super().create(request, *args, **kwargs)
-        except change_requests.PlanError as exc:
+        except PlanError as exc:
             return Response({"detail": exc.messages, "plan": exc.plans}, status=status.HTTP_400_BAD_REQUEST)
 
     def _act(self, request: Request, fn: Any, **kwargs: Any) -> Response:
@@ -179,7 +186,7 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
         """Approve a pending request made by someone else; it is applied at once or at its apply time."""
         data = DecisionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return self._act(request, change_requests.approve_change_request, comment=data.validated_data["comment"])
+        return self._act(request, approve_change_request, comment=data.validated_data["comment"])
 
     @extend_schema(request=DecisionSerializer, responses={200: ChangeRequestSerializer})
     @action(detail=True, methods=["post"], permission_classes=[CanApprove])
@@ -187,13 +194,13 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
         """Reject a pending request made by someone else."""
         data = DecisionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return self._act(request, change_requests.reject_change_request, comment=data.validated_data["comment"])
+        return self._act(request, reject_change_request, comment=data.validated_data["comment"])
 
     @extend_schema(request=None, responses={202: ChangeRequestSerializer})
     @action(detail=True, methods=["post"], permission_classes=[CanApprove])
     def rollback(self, request: Request, pk: str | None = None) -> Response:
         """Put every guest the request changed back as it was before."""
-        response = self._act(request, change_requests.request_rollback)
+        response = self._act(request, request_rollback)
         if response.status_code == status.HTTP_200_OK:
             response.status_code = status.HTTP_202_ACCEPTED
         return response

@@ -12,12 +12,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hosts import profiles
 from hosts.api.permissions import CanDraftOrReadOnly, CanView
-from hosts.change_requests import plan_rows
+from hosts.changes.requests import plan_rows
 from hosts.models import ChangeRequest, Domain, PinProfile, PinProfileRevision
-from hosts.planning import plan_for_domains
-from hosts.profile_schema import ProfileError, validate_profile
+from hosts.planning.plans import plan_for_domains
+from hosts.planning.profiles import create_profile, revise_profile
+from hosts.planning.schema import ProfileError, validate_profile
 
 
 def django_errors(exc: DjangoValidationError) -> Any:
@@ -61,7 +61,7 @@ class ProfileSerializer(serializers.ModelSerializer[PinProfile]):
 
     def create(self, validated_data: dict[str, Any]) -> PinProfile:
         return self._call(
-            profiles.create_profile,
+            create_profile,
             name=validated_data["name"],
             description=validated_data.get("description", ""),
             content=validated_data["content"],
@@ -74,7 +74,7 @@ class ProfileSerializer(serializers.ModelSerializer[PinProfile]):
         if "content" not in validated_data:
             raise serializers.ValidationError({"content": ["Editing a profile means giving its new content."]})
         self._call(
-            profiles.revise_profile,
+            revise_profile,
             profile_id=instance.pk,
             content=validated_data["content"],
             description=validated_data.get("description"),

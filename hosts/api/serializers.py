@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from hosts import services
+from hosts.inventory import create_host
 from hosts.models import Domain, Host, HostCPU, NumaCell
 from hosts.uri import validate_host_uri
 
@@ -66,7 +66,7 @@ class HostSerializer(serializers.ModelSerializer[Host]):
     def create(self, validated_data: dict[str, Any]) -> Host:
         request = self.context["request"]
         try:
-            return services.create_host(name=validated_data["name"], uri=validated_data["uri"], actor=request.user)
+            return create_host(name=validated_data["name"], uri=validated_data["uri"], actor=request.user)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
 

@@ -11,11 +11,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hosts import profiles, tasks
+from hosts import tasks
 from hosts.api.permissions import CanManageHosts, CanManageHostsOrReadOnly, CanSync
 from hosts.api.profiles import PartitionSerializer, django_errors
 from hosts.api.serializers import DomainSerializer, HostDetailSerializer, HostSerializer
 from hosts.filters import DomainFilterSet, HostFilterSet
+from hosts.inventory import set_host_partition
 from hosts.models import Domain, Host, HostCPU, NumaCell
 from hosts.queries import hosts_with_counts
 
@@ -60,7 +61,7 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         data = PartitionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            host = profiles.set_host_partition(
+            host = set_host_partition(
                 host.pk, housekeeping_cpus=data.validated_data["housekeeping_cpus"], actor=request.user
             )
         except DjangoValidationError as exc:

@@ -68,14 +68,6 @@ class ChangeRequest(models.Model):
         return reverse("hosts:change-detail", args=[self.pk])
 
     @property
-    def live(self) -> bool:
-        return self.scope in (self.Scope.LIVE, self.Scope.BOTH)
-
-    @property
-    def config(self) -> bool:
-        return self.scope in (self.Scope.CONFIG, self.Scope.BOTH)
-
-    @property
     def rolling_back(self) -> bool:
         """A rollback was asked for and some of its per-host jobs have not finished.
 
@@ -104,7 +96,6 @@ class ChangeTarget(models.Model):
     desired = models.JSONField(help_text="The planned tuning: only the fields the profile sets.")
     diff = models.JSONField(default=list, help_text="Per field: current value, desired value, whether it changes.")
     warnings = models.JSONField(default=list)
-    errors = models.JSONField(default=list)
     before = models.JSONField(null=True, blank=True, help_text="Snapshot taken just before applying.")
     after = models.JSONField(null=True, blank=True, help_text="What libvirt reported after applying.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLANNED)

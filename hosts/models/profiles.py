@@ -31,7 +31,7 @@ class PinProfile(models.Model):
 class PinProfileRevision(models.Model):
     """One version of a profile's content, in libvirt's vocabulary; never changed once written.
 
-    ``content`` is the normalised profile JSON (see hosts/profile_schema.py): any of ``vcpupin``,
+    ``content`` is the normalised profile JSON (see hosts/planning/schema.py): any of ``vcpupin``,
     ``emulatorpin``, ``iothreadpin``, ``sched`` and ``allow_shared_emulator``.
     """
 

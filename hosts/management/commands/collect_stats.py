@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from hosts.collector import Collector
+from hosts.live.collector import Collector
 
 
 def _env_float(name: str, default: float) -> float:

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hosts import services
-from hosts.fleet import Fleet, FleetError, demo_fleet, test_fleet
+from hosts.harness.fleet import Fleet, FleetError, demo_fleet, test_fleet
+from hosts.inventory import create_host
 from hosts.models import Host
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             if options["register"]:
                 for member in members:
                     if not Host.objects.filter(uri=member.uri).exists():
-                        services.create_host(name=member.name, uri=member.uri, actor=None)
+                        create_host(name=member.name, uri=member.uri, actor=None)
                         self.stdout.write(f"registered {member.name}")
         elif action == "down":
             fleet.down()

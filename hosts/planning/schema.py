@@ -14,29 +14,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from hosts.cpulist import format_cpulist, parse_cpulist
-
-# libvirt's scheduler parameters, in its order; hosts.libvirt_client uses this very tuple.
-SCHED_NAMES = (
-    "cpu_shares",
-    "vcpu_period",
-    "vcpu_quota",
-    "emulator_period",
-    "emulator_quota",
-    "global_period",
-    "global_quota",
-    "iothread_period",
-    "iothread_quota",
+from hosts.vocabulary import (
+    DEFAULT_PERIOD,
+    PERIOD_MAX,
+    PERIOD_MIN,
+    QUOTA_MAX,
+    QUOTA_MIN,
+    SCHED_NAMES,
+    SHARES_MAX,
+    SHARES_MIN,
+    UNLIMITED_QUOTA,
 )
-SHARES_MIN, SHARES_MAX = 2, 262144
+
 SHARES_CGROUP_V2_MAX = 10000
-PERIOD_MIN, PERIOD_MAX = 1000, 1000000
-QUOTA_MIN, QUOTA_MAX = 1000, 17592186044415
-DEFAULT_PERIOD = 100000
-UNLIMITED_QUOTA = -1
+
 
 VCPUPIN_STRATEGIES = ("dedicated", "pool", "explicit")
+
+
 THREADPIN_STRATEGIES = ("housekeeping", "isolate", "cpulist")
+
+
 PROFILE_KEYS = ("vcpupin", "emulatorpin", "iothreadpin", "sched", "allow_shared_emulator")
+
+
 # libvirt's vCPU numbers stay far below this; it also keeps int() away from absurdly long digit strings.
 MAX_VCPU_INDEX = 16383
 
@@ -86,34 +87,6 @@ class ProfileSpec:
     def as_json(self) -> dict[str, Any]:
         """Return a copy of the normalised content, safe to store or to change."""
         return copy.deepcopy(self.content)
-
-
-def percent_to_quota(percent: float, period: int) -> int:
-    """Return the quota that lets a thread use ``percent`` % of one CPU in each ``period``.
-
-    The UI speaks in percent of one CPU; libvirt speaks in microseconds per period (20 % at 100000 is 20000).
-    """
-    if isinstance(period, bool) or not isinstance(period, int) or not PERIOD_MIN <= period <= PERIOD_MAX:
-        raise ValueError(f"period {period!r} must be an integer between {PERIOD_MIN} and {PERIOD_MAX} µs")
-    if isinstance(percent, bool) or not isinstance(percent, int | float) or not percent > 0:
-        raise ValueError(f"percent {percent!r} must be a number above 0")
-    quota = round(percent * period / 100)
-    if not QUOTA_MIN <= quota <= QUOTA_MAX:
-        raise ValueError(
-            f"{percent}% of period {period} is a quota of {quota} µs; libvirt needs {QUOTA_MIN}..{QUOTA_MAX}"
-        )
-    return quota
-
-
-def quota_to_percent(quota: int | None, period: int | None) -> float | None:
-    """Return the share of one CPU a quota allows, or None when the thread is not capped.
-
-    A negative quota is unlimited and 0 is "not set", so both have no percentage; a missing period is
-    libvirt's default of 100000 µs.
-    """
-    if quota is None or quota <= 0:
-        return None
-    return quota * 100 / (period if period and period > 0 else DEFAULT_PERIOD)
 
 
 class _Collector:

@@ -1,6 +1,6 @@
 """Feed the planner from the inventory: hosts, their partitions and every guest, in a fixed number of queries.
 
-hosts/planner.py is pure; this module turns database rows into its inputs and its plans into rows to show.
+hosts/planning/planner.py is pure; this module turns database rows into its inputs and its plans into rows to show.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.models import Domain, Host, HostCPU
-from hosts.planner import CPUInfo, GuestPlan, GuestState, HostLayout, diff, plan_change
-from hosts.profile_schema import ProfileSpec
-
-SCOPE_PARTS = {"live": ("live",), "config": ("config",), "both": ("live", "config")}
+from hosts.planning.planner import CPUInfo, GuestPlan, GuestState, HostLayout, diff, plan_change
+from hosts.planning.schema import ProfileSpec
+from hosts.vocabulary import SCOPE_PARTS, housekeeping_set
 
 
 def _siblings(text: str, cpu_id: int) -> frozenset[int]:
@@ -41,10 +40,7 @@ def host_layouts(host_ids: Iterable[int]) -> dict[int, HostLayout]:
         )
     layouts = {}
     for pk, host in hosts.items():
-        try:
-            housekeeping = parse_cpulist(host.housekeeping_cpus) if host.housekeeping_cpus.strip() else frozenset()
-        except CpulistError:
-            housekeeping = frozenset()
+        housekeeping = housekeeping_set(host.housekeeping_cpus)
         layouts[pk] = HostLayout(host_id=pk, name=host.name, cpus=tuple(cpus[pk]), housekeeping=housekeeping)
     return layouts
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from hosts import libvirt_client
+from hosts.harness.guests import define_and_start, destroy_and_undefine, list_domain_names, start_if_stopped
+from hosts.libvirt.connection import disconnect
+from hosts.libvirt.errors import VirtError
 
 BIND_MOUNTS = {
     "run": "/run/libvirt",
@@ -183,7 +185,7 @@ class FleetHost:
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
         """Stop this host's libvirtd (its guests keep running, as with a real daemon restart)."""
-        libvirt_client.disconnect(self.uri)
+        disconnect(self.uri)
         pid = self.pid()
         if pid is None:
             return
@@ -229,17 +231,17 @@ class FleetHost:
 
     def ensure_guests(self) -> None:
         """Define and start this host's guests; one already defined is only started, keeping its tuning."""
-        present = set(libvirt_client.list_domain_names(self.uri))
+        present = set(list_domain_names(self.uri))
         for spec in self.fleet.guests_for(self.index):
             name = self.guest_name(spec)
             if name not in present:
-                libvirt_client.define_and_start(self.uri, self.guest_xml(spec), start=spec.autostart)
+                define_and_start(self.uri, self.guest_xml(spec), start=spec.autostart)
             elif spec.autostart:
-                libvirt_client.start_if_stopped(self.uri, name)
+                start_if_stopped(self.uri, name)
 
     def remove_guests(self) -> None:
         for name in self.guest_names:
-            libvirt_client.destroy_and_undefine(self.uri, name)
+            destroy_and_undefine(self.uri, name)
 
 
 @dataclass
@@ -292,7 +294,7 @@ class Fleet:
         """Remove this fleet's guests and stop its daemons; nothing else is touched."""
         for member in self.members:
             if member.is_running():
-                with contextlib.suppress(libvirt_client.VirtError):
+                with contextlib.suppress(VirtError):
                     member.remove_guests()
             member.stop_daemon()
 
@@ -303,8 +305,8 @@ class Fleet:
             running = member.is_running()
             if running:
                 try:
-                    guests = libvirt_client.list_domain_names(member.uri)
-                except libvirt_client.VirtError as exc:
+                    guests = list_domain_names(member.uri)
+                except VirtError as exc:
                     guests = [f"(unreachable: {exc.message})"]
             rows.append(
                 {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hosts.libvirt_client import GuestCPUCounters, StatsSample
+from hosts.libvirt.facts import GuestCPUCounters, StatsSample
 
 NS_PER_S = 1_000_000_000
 

@@ -1,9 +1,9 @@
 """Sample every host's CPU counters, keep their history and push them to open charts.
 
 Per host and tick: one bulk ``getAllDomainStats`` for all running guests plus one ``getCPUStats`` per host
-CPU (:func:`hosts.libvirt_client.fetch_cpu_stats`), percentages from :mod:`hosts.stats`, one pipelined Redis
-write of every frame (:mod:`hosts.history`) and one channel-layer message per watched group
-(:mod:`hosts.live`). A host someone is watching (its page or one of its guests' pages is open) is sampled
+CPU (:func:`hosts.libvirt.stats.fetch_cpu_stats`), percentages from :mod:`hosts.live.rates`, one pipelined Redis
+write of every frame (:mod:`hosts.live.history`) and one channel-layer message per watched group
+(:mod:`hosts.live.push`). A host someone is watching (its page or one of its guests' pages is open) is sampled
 every ``interval`` seconds (1 s), the others every ``background_interval`` (10 s) so history stays filled
 at little cost. Each host has its own thread, ticking at its own phase of the interval, so a slow or dead
 host delays no other and the hosts' calls do not pile up at the same instant; a host that fails is
@@ -22,10 +22,12 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from hosts import history, libvirt_client, live
-from hosts.libvirt_client import StatsSample, VirtError
+from hosts.libvirt.errors import VirtError
+from hosts.libvirt.facts import StatsSample
+from hosts.libvirt.stats import fetch_cpu_stats
+from hosts.live import history, push
+from hosts.live.rates import HostLoad, host_load
 from hosts.models import Domain, Host, HostCPU
-from hosts.stats import HostLoad, host_load
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class HostCollector:
 
     host_id: int
     uri: str
-    publisher: live.Publisher
+    publisher: push.Publisher
     buckets: history.MinuteBuckets = field(default_factory=history.MinuteBuckets)
     prev: StatsSample | None = None
     prev_interval: float = 1.0
@@ -94,7 +96,7 @@ class HostCollector:
         self.refresh_inventory()
         fetched = time.monotonic()
         try:
-            sample = libvirt_client.fetch_cpu_stats(self.uri, self._cpu_ids)
+            sample = fetch_cpu_stats(self.uri, self._cpu_ids)
         except VirtError as exc:
             return self._failed(exc)
         started = time.thread_time()
@@ -102,7 +104,7 @@ class HostCollector:
         messages: list[tuple[str, str]] = []
         if self.failures:
             log.info("host %s answers again", self.uri)
-            messages.append((live.host_group(self.host_id), live.status_text(live.HOST, self.host_id, up=True)))
+            messages.append((push.host_group(self.host_id), push.status_text(push.HOST, self.host_id, up=True)))
             self.failures, self.down_reason = 0, ""
         if any(g.uuid not in self._guest_ids for g in sample.guests):
             self.refresh_inventory(force=time.monotonic() - self._inventory_at > 5)
@@ -133,7 +135,7 @@ class HostCollector:
         if not self._host_emitted:
             host_frame["gap"] = 1
         self._host_emitted = True
-        series.append((live.HOST, self.host_id, self._add(pipe, live.HOST, self.host_id, host_frame, trim)))
+        series.append((push.HOST, self.host_id, self._add(pipe, push.HOST, self.host_id, host_frame, trim)))
 
         emitted: set[str] = set()
         for uuid, guest in load.guests.items():
@@ -152,7 +154,7 @@ class HostCollector:
             if uuid not in self._emitted:
                 frame["gap"] = 1
             emitted.add(uuid)
-            series.append((live.GUEST, domain_id, self._add(pipe, live.GUEST, domain_id, frame, trim)))
+            series.append((push.GUEST, domain_id, self._add(pipe, push.GUEST, domain_id, frame, trim)))
         if trim:
             self.buckets.forget({(kind, object_id) for kind, object_id, _ in series})
         pipe.execute()
@@ -160,11 +162,11 @@ class HostCollector:
         result.guests = len(emitted)
         result.frames = len(series)
 
-        watched_guests = live.watched(live.GUEST, [i for kind, i, _ in series if kind == live.GUEST])
+        watched_guests = push.watched(push.GUEST, [i for kind, i, _ in series if kind == push.GUEST])
         return [
-            (live.group_name(kind, object_id), live.frame_text(kind, object_id, text))
+            (push.group_name(kind, object_id), push.frame_text(kind, object_id, text))
             for kind, object_id, text in series
-            if kind == live.HOST or object_id in watched_guests
+            if kind == push.HOST or object_id in watched_guests
         ]
 
     def _add(self, pipe: Any, kind: str, object_id: int, frame: dict[str, Any], trim: bool) -> str:
@@ -186,9 +188,9 @@ class HostCollector:
         self.down_reason = exc.message
         if first:
             log.warning("host %s does not answer: %s", self.uri, exc.message)
-            text = live.status_text(live.HOST, self.host_id, up=False, reason=exc.message)
-            messages = [(live.host_group(self.host_id), text)]
-            messages += [(live.guest_group(i), text) for i in self._guest_ids.values()]
+            text = push.status_text(push.HOST, self.host_id, up=False, reason=exc.message)
+            messages = [(push.host_group(self.host_id), text)]
+            messages += [(push.guest_group(i), text) for i in self._guest_ids.values()]
             try:
                 self.publisher.send(messages)
             except Exception as send_exc:  # a channel-layer outage must not stop the collector
@@ -209,7 +211,7 @@ class Collector:
         self.interval = interval
         self.background_interval = background_interval
         self.on_tick = on_tick  # called from the host's thread after each tick (for the benchmark)
-        self.publisher = live.Publisher()
+        self.publisher = push.Publisher()
         self.stop_event = threading.Event()
         self.watched_hosts: set[int] = set()
         self._threads: dict[int, tuple[threading.Thread, threading.Event]] = {}
@@ -268,7 +270,7 @@ class Collector:
                     if now - refreshed > INVENTORY_REFRESH_SECONDS:
                         self.sync_hosts()
                         refreshed = now
-                    self.watched_hosts = live.watched(live.HOST, list(self._threads))
+                    self.watched_hosts = push.watched(push.HOST, list(self._threads))
                 except Exception as exc:  # Redis or the database briefly away: keep the threads going
                     log.warning("collector housekeeping failed: %s", exc)
                 finally:

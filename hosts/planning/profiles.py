@@ -1,8 +1,7 @@
-"""Service functions for pin profiles and host CPU partitions.
+"""Service functions for pin profiles.
 
 A profile's content is validated before it is stored; a stored revision is never changed, so editing a
-profile adds a revision and change requests keep pointing at the exact content that was approved.
-"""
+profile adds a revision and change requests keep pointing at the exact content that was approved."""
 
 from __future__ import annotations
 
@@ -11,10 +10,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
-from hosts.models import AuditEvent, Host, PinProfile, PinProfileRevision
-from hosts.profile_schema import ProfileError, validate_profile
-from hosts.services import Actor, audit_user
+from hosts.audit import Actor, audit_user
+from hosts.models import AuditEvent, PinProfile, PinProfileRevision
+from hosts.planning.schema import validate_profile
 
 
 @transaction.atomic
@@ -68,39 +66,3 @@ def revise_profile(
         message=comment,
     )
     return revision
-
-
-@transaction.atomic
-def set_host_partition(host_id: int, *, housekeeping_cpus: str, actor: Actor) -> Host:
-    """Set which CPUs a host keeps for itself (housekeeping); the other online CPUs form the guest pool."""
-    host = Host.objects.select_for_update().get(pk=host_id)
-    text = (housekeeping_cpus or "").strip()
-    online = set(host.cpus.filter(online=True).values_list("cpu_id", flat=True))
-    if text:
-        try:
-            cpus = parse_cpulist(text, host_cpus=host.cpus.values_list("cpu_id", flat=True))
-        except CpulistError as exc:
-            raise ValidationError({"housekeeping_cpus": [str(exc)]}) from exc
-        offline = sorted(cpus - online)
-        if offline:
-            raise ValidationError({"housekeeping_cpus": [f"CPU {format_cpulist(offline)} is offline."]})
-        if not online - cpus:
-            raise ValidationError(
-                {"housekeeping_cpus": ["Leave at least one online CPU outside housekeeping for the guests."]}
-            )
-        text = format_cpulist(cpus)
-    before = host.housekeeping_cpus
-    host.housekeeping_cpus = text
-    host.save(update_fields=["housekeeping_cpus"])
-    AuditEvent.objects.create(
-        actor=audit_user(actor),
-        action=AuditEvent.Action.HOST_PARTITION,
-        host=host,
-        object_repr=host.name,
-        before={"housekeeping_cpus": before},
-        after={"housekeeping_cpus": text},
-    )
-    return host
-
-
-__all__ = ["ProfileError", "create_profile", "revise_profile", "set_host_partition"]

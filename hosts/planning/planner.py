@@ -13,16 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hosts.cpulist import format_cpulist, parse_cpulist
-from hosts.profile_schema import (
-    SCHED_NAMES,
-    SHARES_CGROUP_V2_MAX,
-    ProfileError,
-    ProfileSpec,
-    cgroup_v1_conflicts,
-    percent_to_quota,
-    quota_to_percent,
-    validate_profile,
-)
+from hosts.planning.schema import SHARES_CGROUP_V2_MAX, ProfileError, ProfileSpec, cgroup_v1_conflicts, validate_profile
+from hosts.vocabulary import SCHED_NAMES, percent_to_quota, quota_to_percent
 
 __all__ = [
     "SCOPES",

@@ -4,7 +4,7 @@ One module owns the sync-to-channel-layer boundary so there is one place that de
 shaped and what it costs. The collector sends a whole tick through :class:`Publisher`, which keeps one
 event loop (and so one pool of channels-redis connections) for the life of the process instead of paying
 ``async_to_sync``'s loop setup per message; other sync code (the apply engine) calls
-:func:`announce_marker` after its transaction commits.
+:func:`announce_markers` after its transaction commits.
 
 Watching: every open chart refreshes a short-lived Redis key for its guest and host; the collector samples
 watched hosts every second and the others at its background rate, and sends frames only to watched groups.
@@ -23,7 +23,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from hosts import history
+from hosts.live import history
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,3 @@ def announce_markers(markers: Iterable[tuple[int, int | None, str, str, datetime
         failures = [exc]
     if failures:
         log.warning("could not announce %d of %d chart markers: %s", len(failures), len(sends), failures[0])
-
-
-def announce_marker(domain_id: int, kind: str, label: str, ts: datetime | float) -> None:
-    """Draw one marker on a guest's chart and its host's (see announce_markers)."""
-    from hosts.models import Domain
-
-    host_id = Domain.objects.filter(pk=domain_id).values_list("host_id", flat=True).first()
-    announce_markers([(domain_id, host_id, kind, label, ts)])

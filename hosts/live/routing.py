@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from hosts import consumers
+from hosts.live import consumers
 
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/hosts/<int:pk>/", consumers.HostChartConsumer.as_asgi(), name="ws-host-chart"),

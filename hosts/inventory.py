@@ -1,8 +1,7 @@
-"""Service functions: every change to hosts and their inventory goes through here.
+"""Service functions for the inventory: registering hosts, syncing them, and their CPU partition.
 
 Each function is atomic and writes its audit row in the same transaction. Views, API views, tasks and
-management commands validate input and call one of these; none saves domain state itself.
-"""
+management commands validate input and call one of these; none saves inventory state itself."""
 
 from __future__ import annotations
 
@@ -11,13 +10,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser, User
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from hosts import libvirt_client, threads
-from hosts.libvirt_client import DomainFacts, Inventory, VirtError
+from hosts.audit import Actor, audit_user
+from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
+from hosts.libvirt import pools
+from hosts.libvirt.errors import VirtError
+from hosts.libvirt.facts import DomainFacts, Inventory
+from hosts.libvirt.inventory import fetch_inventory
 from hosts.models import AuditEvent, Domain, Host, HostCPU, NumaCell
 from hosts.models.rows import update_rows
 from hosts.uri import validate_host_uri
@@ -25,14 +28,6 @@ from hosts.uri import validate_host_uri
 log = logging.getLogger(__name__)
 
 _HOST_AUDIT_FIELDS = ("name", "uri", "transport")
-
-
-Actor = User | AnonymousUser | None
-
-
-def audit_user(actor: Actor) -> User | None:
-    """Return the acting user for the audit row; None stands for the system itself."""
-    return actor if isinstance(actor, User) else None
 
 
 def _host_snapshot(host: Host) -> dict[str, Any]:
@@ -66,7 +61,6 @@ class SyncResult:
     round_trips: int = 0
     seconds: float = 0.0
     error: str = ""
-    transient: bool = False
     inventory: Inventory | None = None  # what was read, for a caller that needs more than the stored rows
 
 
@@ -80,9 +74,9 @@ def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResu
 
     A host that does not answer is marked down with libvirt's reason in plain words and its guests are
     kept, marked stale; the next sync that reaches it brings it back up. ``light=True`` refreshes what
-    re-planning a live change needs (see libvirt_client.fetch_inventory) and keeps the rest as it was.
+    re-planning a live change needs (see fetch_inventory) and keeps the rest as it was.
     """
-    reads = read_hosts(host_ids, light=light)
+    reads = begin_reading_hosts(host_ids, light=light)()
     with transaction.atomic():
         return store_reads(reads)
 
@@ -90,40 +84,35 @@ def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResu
 HostRead = tuple[Host, Inventory | VirtError]
 
 
-def read_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[HostRead]:
-    """Read several hosts from libvirt at the same time (no database write); in ``host_ids``' order."""
-    return begin_reading_hosts(host_ids, light=light)()
-
-
 def begin_reading_hosts(
     host_ids: Sequence[int], *, light: bool = False, keep_config: bool = False
 ) -> Callable[[], list[HostRead]]:
     """Start reading several hosts from libvirt at the same time, and return at once a function that waits
     for the reads and gives them in ``host_ids``' order: the caller can do something else meanwhile.
-    ``light`` and ``keep_config`` are libvirt_client.fetch_inventory's."""
+    ``light`` and ``keep_config`` are fetch_inventory's."""
 
     def fetch(host: Host) -> HostRead:
         try:
-            return host, libvirt_client.fetch_inventory(host.uri, light=light, keep_config=keep_config)
+            return host, fetch_inventory(host.uri, light=light, keep_config=keep_config)
         except VirtError as exc:
             return host, exc
 
     hosts = {host.pk: host for host in Host.objects.filter(pk__in=set(host_ids))}
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
-    futures = [threads.host_pool().submit(fetch, hosts[pk]) for pk in dict.fromkeys(host_ids) if pk in hosts]
+    futures = [pools.host_pool().submit(fetch, hosts[pk]) for pk in dict.fromkeys(host_ids) if pk in hosts]
     return lambda: [future.result() for future in futures]
 
 
 def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
-    """Store what ``read_hosts`` found, in the caller's transaction: the hosts that answered get their
+    """Store what ``begin_reading_hosts`` found, in the caller's transaction: the hosts that answered get their
     inventories stored (together, see store_inventories), those that did not are marked down."""
     results = []
     answered: list[tuple[int, Inventory]] = []
     for host, got in reads:
         if isinstance(got, VirtError):
             mark_host_down(host.pk, got.message)
-            results.append(SyncResult(host.pk, ok=False, error=got.message, transient=not got.permanent))
+            results.append(SyncResult(host.pk, ok=False, error=got.message))
         else:
             answered.append((host.pk, got))
             results.append(
@@ -195,7 +184,10 @@ def _store_topology(host: Host, inventory: Inventory) -> None:
 
 # What a sync writes to the host's row; only a complete read has the host's identity.
 _HOST_SYNC_FIELDS = ("status", "last_error", "last_seen_at", "last_sync_at", "sync_round_trips", "sync_seconds")
+
+
 _HOST_IDENTITY_FIELDS = ("hostname", "libvirt_version", "hypervisor_version", "cpu_model")
+
 
 _DOMAIN_FIELDS = (
     "name",
@@ -211,11 +203,6 @@ _DOMAIN_FIELDS = (
     "affinity",
     "vcpu_states",
 )
-
-
-def store_inventory(host_id: int, inventory: Inventory) -> None:
-    """Write one sync's findings: host facts, topology (only if it changed), and every guest."""
-    store_inventories([(host_id, inventory)])
 
 
 def domain_values(facts: DomainFacts, *, complete: bool) -> dict[str, Any]:
@@ -302,3 +289,36 @@ def store_inventories(answered: Sequence[tuple[int, Inventory]]) -> None:
     AuditEvent.objects.bulk_create(
         AuditEvent(action=AuditEvent.Action.HOST_UP, host=host, object_repr=host.name) for host in came_back
     )
+
+
+@transaction.atomic
+def set_host_partition(host_id: int, *, housekeeping_cpus: str, actor: Actor) -> Host:
+    """Set which CPUs a host keeps for itself (housekeeping); the other online CPUs form the guest pool."""
+    host = Host.objects.select_for_update().get(pk=host_id)
+    text = (housekeeping_cpus or "").strip()
+    online = set(host.cpus.filter(online=True).values_list("cpu_id", flat=True))
+    if text:
+        try:
+            cpus = parse_cpulist(text, host_cpus=host.cpus.values_list("cpu_id", flat=True))
+        except CpulistError as exc:
+            raise ValidationError({"housekeeping_cpus": [str(exc)]}) from exc
+        offline = sorted(cpus - online)
+        if offline:
+            raise ValidationError({"housekeeping_cpus": [f"CPU {format_cpulist(offline)} is offline."]})
+        if not online - cpus:
+            raise ValidationError(
+                {"housekeeping_cpus": ["Leave at least one online CPU outside housekeeping for the guests."]}
+            )
+        text = format_cpulist(cpus)
+    before = host.housekeeping_cpus
+    host.housekeeping_cpus = text
+    host.save(update_fields=["housekeeping_cpus"])
+    AuditEvent.objects.create(
+        actor=audit_user(actor),
+        action=AuditEvent.Action.HOST_PARTITION,
+        host=host,
+        object_repr=host.name,
+        before={"housekeeping_cpus": before},
+        after={"housekeeping_cpus": text},
+    )
+    return host

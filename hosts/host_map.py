@@ -25,6 +25,7 @@ from typing import Any
 
 from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
 from hosts.models import Domain, Host, HostCPU, NumaCell
+from hosts.vocabulary import CAP_GROUPS, housekeeping_set, quota_to_percent, same_cpus
 
 EXCLUSIVE, SHARED, FLOATING, IDLE = "exclusive", "shared", "floating", "idle"
 PLACEMENT_LABELS = {
@@ -312,13 +313,6 @@ class VcpuRow:
     mismatch: bool
 
 
-def _same_cpus(a: str | None, b: str | None) -> bool:
-    try:
-        return parse_cpulist(a or "") == parse_cpulist(b or "")
-    except CpulistError:
-        return a == b
-
-
 def vcpu_rows(domain: Domain) -> list[VcpuRow]:
     """Return one row per vCPU, flagging a live pin that the thread's real affinity does not match.
 
@@ -341,7 +335,7 @@ def vcpu_rows(domain: Domain) -> list[VcpuRow]:
                 config=config.get(key),
                 affinity=real,
                 state=states.get(key),
-                mismatch=bool(pin and real) and not _same_cpus(pin, real),
+                mismatch=bool(pin and real) and not same_cpus(pin, real),
             )
         )
     return rows
@@ -361,7 +355,7 @@ def cap_rows(sched: dict[str, Any] | None) -> list[CapRow]:
     """Describe each ``*_period``/``*_quota`` pair: unlimited, not set, or the share of one CPU it allows."""
     sched = sched or {}
     rows = []
-    for group in ("vcpu", "emulator", "iothread", "global"):
+    for group in CAP_GROUPS:
         period, quota = sched.get(f"{group}_period"), sched.get(f"{group}_quota")
         if period is None and quota is None:
             continue
@@ -370,9 +364,8 @@ def cap_rows(sched: dict[str, Any] | None) -> list[CapRow]:
         elif quota < 0:
             meaning = "unlimited"
         elif period:
-            share = 100 * quota / period
             per = " per vCPU" if group == "vcpu" else ""
-            meaning = f"at most {share:.0f}% of one CPU{per}"
+            meaning = f"at most {quota_to_percent(quota, period):.0f}% of one CPU{per}"
         else:
             meaning = f"quota {quota} µs per default period"
         rows.append(CapRow(group, period, quota, meaning))
@@ -382,8 +375,5 @@ def cap_rows(sched: dict[str, Any] | None) -> list[CapRow]:
 def partition_summary(host: Host, cpu_map: HostCPUMap) -> dict[str, str]:
     """Return a host's housekeeping CPUs and guest pool as cpulists, for the line above its CPU map."""
     online = {cpu.cpu_id for cell in cpu_map.cells for core in cell.cores for cpu in core.cpus if cpu.online}
-    try:
-        housekeeping = parse_cpulist(host.housekeeping_cpus) if host.housekeeping_cpus.strip() else frozenset()
-    except CpulistError:
-        housekeeping = frozenset()
+    housekeeping = housekeeping_set(host.housekeeping_cpus)
     return {"housekeeping": format_cpulist(housekeeping), "pool": format_cpulist(online - housekeeping)}

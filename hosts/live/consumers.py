@@ -21,8 +21,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
-from hosts import history, live, roles
+from hosts import roles
+from hosts.live import history, push
 from hosts.models import AuditEvent, Domain, Host
+from hosts.vocabulary import caps_percent
 
 MARKER_ACTIONS = (AuditEvent.Action.CHANGE_APPLIED, AuditEvent.Action.CHANGE_ROLLED_BACK)
 MAX_MARKERS = 200
@@ -34,30 +36,19 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-def caps_of(sched: dict[str, Any] | None) -> dict[str, float]:
-    """Return each capped thread group's cap in % of one CPU (``vcpu``: per vCPU), from live sched params."""
-    sched = sched or {}
-    caps: dict[str, float] = {}
-    for group in ("vcpu", "emulator", "iothread", "global"):
-        period, quota = sched.get(f"{group}_period"), sched.get(f"{group}_quota")
-        if isinstance(period, int) and isinstance(quota, int) and period > 0 and quota > 0:
-            caps[group] = round(100.0 * quota / period, 1)
-    return caps
-
-
 def current_caps(domain_id: int) -> dict[str, float] | None:
     """Return a guest's live caps as the inventory holds them (the apply engine updates it on every change)."""
     domain = Domain.objects.filter(pk=domain_id).values("tuning_live").first()
     if domain is None:
         return None
-    return caps_of((domain["tuning_live"] or {}).get("sched"))
+    return caps_percent((domain["tuning_live"] or {}).get("sched"))
 
 
 def _markers(events: Any) -> list[dict[str, Any]]:
     rows = events.filter(action__in=MARKER_ACTIONS, created_at__gte=timezone.now() - timedelta(hours=25))
     rows = rows.order_by("-created_at").values("action", "object_repr", "message", "created_at")[:MAX_MARKERS]
     return [
-        live.marker(row["action"], row["message"] or row["object_repr"], row["created_at"]) for row in reversed(rows)
+        push.marker(row["action"], row["message"] or row["object_repr"], row["created_at"]) for row in reversed(rows)
     ]
 
 
@@ -92,10 +83,10 @@ class ChartConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.watch_targets: list[tuple[str, int]] = meta.pop("watch")
-        self.group = live.group_name(self.kind, self.object_id)
+        self.group = push.group_name(self.kind, self.object_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await sync_to_async(live.mark_watched, thread_sensitive=False)(self.watch_targets)
+        await sync_to_async(push.mark_watched, thread_sensitive=False)(self.watch_targets)
         self.watch_task = asyncio.create_task(self._keep_watching())
         frames = await sync_to_async(history.recent, thread_sensitive=False)(self.kind, self.object_id)
         hello = json.dumps({"type": "hello", "kind": self.kind, "id": self.object_id, **meta})
@@ -103,9 +94,9 @@ class ChartConsumer(AsyncWebsocketConsumer):
 
     async def _keep_watching(self) -> None:
         while True:
-            await asyncio.sleep(live.WATCH_REFRESH_SECONDS)
+            await asyncio.sleep(push.WATCH_REFRESH_SECONDS)
             with contextlib.suppress(Exception):  # Redis briefly away: the chart just falls back to slow
-                await sync_to_async(live.mark_watched, thread_sensitive=False)(self.watch_targets)
+                await sync_to_async(push.mark_watched, thread_sensitive=False)(self.watch_targets)
 
     async def disconnect(self, code: int) -> None:
         if self.watch_task is not None:
@@ -146,7 +137,7 @@ class ChartConsumer(AsyncWebsocketConsumer):
 class HostChartConsumer(ChartConsumer):
     """A host's chart: each host CPU's busy %, and markers of its guests' changes."""
 
-    kind = live.HOST
+    kind = push.HOST
 
     def describe(self, object_id: int) -> dict[str, Any] | None:
         host = Host.objects.filter(pk=object_id).values("pk", "name").first()
@@ -155,14 +146,14 @@ class HostChartConsumer(ChartConsumer):
         return {
             "name": host["name"],
             "markers": _markers(AuditEvent.objects.filter(domain__host_id=object_id)),
-            "watch": [(live.HOST, object_id)],
+            "watch": [(push.HOST, object_id)],
         }
 
 
 class GuestChartConsumer(ChartConsumer):
     """A guest's chart: per-vCPU load and delay, emulator overhead, its caps and change markers."""
 
-    kind = live.GUEST
+    kind = push.GUEST
 
     def describe(self, object_id: int) -> dict[str, Any] | None:
         domain = Domain.objects.filter(pk=object_id).values("pk", "name", "host_id").first()
@@ -172,7 +163,7 @@ class GuestChartConsumer(ChartConsumer):
             "name": domain["name"],
             "caps": current_caps(object_id) or {},
             "markers": _markers(AuditEvent.objects.filter(domain_id=object_id)),
-            "watch": [(live.GUEST, object_id), (live.HOST, domain["host_id"])],
+            "watch": [(push.GUEST, object_id), (push.HOST, domain["host_id"])],
         }
 
     async def live_marker(self, event: dict[str, Any]) -> None:

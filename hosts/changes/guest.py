@@ -1,0 +1,95 @@
+"""The libvirt side of one guest's change: snapshot, write, verify, restore (no database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hosts.changes.verify import VerifyError, touched, verify
+from hosts.libvirt.errors import VirtError
+from hosts.libvirt.facts import DomainFacts
+from hosts.libvirt.inventory import DOMAIN_STATES
+from hosts.libvirt.session import HostSession
+from hosts.models import ChangeTarget
+
+STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
+
+
+def undo_snapshot(target: ChangeTarget) -> dict[str, Any]:
+    """The snapshot to restore: the config's exact XML, and the live values the change touched."""
+    before = dict(target.before or {})
+    if before.get("live"):
+        before["live"] = touched(before["live"], target.desired)
+    return before
+
+
+def restore_problems(target: ChangeTarget, guest: DomainFacts, scopes: tuple[str, ...]) -> list[str]:
+    """Return what differs, in what the change touched, between the snapshot and the guest now."""
+    before = target.before or {}
+    problems = []
+    for scope in scopes:
+        now = guest.live if scope == "live" else guest.config
+        if before.get(scope) and now is not None:
+            problems += verify(touched(before[scope], target.desired), guest, (scope,), expected="was")
+    return problems
+
+
+@dataclass
+class Outcome:
+    """What the libvirt side of one guest's apply or rollback came to (no database involved)."""
+
+    ok: bool
+    guest: DomainFacts | None = None  # the guest as read: a snapshot taken, or its state after the change
+    error: str = ""
+    restore_error: str = ""
+
+
+def snapshot_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Read what the change's scopes touch, before anything is written (what an undo puts back)."""
+    try:
+        guest = session.read_guest(str(target.domain_uuid), scopes)
+    except VirtError as exc:
+        return Outcome(False, error=f"Could not read {target.domain_name} before changing it: {exc.message}.")
+    if "live" in scopes and guest.live is None:
+        return Outcome(False, error=f"{target.domain_name} is {guest.state}: a live change needs it running.")
+    return Outcome(True, guest)
+
+
+def apply_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Write, read back and verify one guest; restore it from its snapshot if anything goes wrong."""
+    uuid = str(target.domain_uuid)
+    try:
+        session.apply(uuid, target.desired, scopes)
+        # The snapshot said the guest runs (or the scope is config only); the threads' affinity can only have
+        # moved if vCPU pins were written.
+        state = STATE_CODES.get((target.before or {}).get("state", ""))
+        after = session.read_guest(uuid, scopes, state=state, with_affinity="vcpupin" in target.desired)
+        problems = verify(target.desired, after, scopes)
+        if problems:
+            raise VerifyError("; ".join(problems))
+        return Outcome(True, after)
+    except (VirtError, VerifyError) as exc:
+        error = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
+    restore_error = ""
+    try:
+        session.restore(uuid, undo_snapshot(target), scopes)
+        leftover = restore_problems(target, session.read_guest(uuid, scopes), scopes)
+        if leftover:
+            restore_error = "after restoring: " + "; ".join(leftover)
+    except VirtError as exc:
+        restore_error = exc.message
+    return Outcome(False, error=error, restore_error=restore_error)
+
+
+def rollback_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Put one changed guest back as its snapshot found it, and check that it is."""
+    uuid = str(target.domain_uuid)
+    try:
+        session.restore(uuid, undo_snapshot(target), scopes)
+        now = session.read_guest(uuid, scopes)
+        leftover = restore_problems(target, now, scopes)
+        if leftover:
+            raise VerifyError("; ".join(leftover))
+        return Outcome(True, now)
+    except (VirtError, VerifyError) as exc:
+        return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")

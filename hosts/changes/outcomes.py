@@ -1,0 +1,112 @@
+"""Turn guests' outcomes into rows: target fields, audit events, chart markers, inventory refresh."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils import timezone
+
+from hosts.changes.guest import Outcome
+from hosts.changes.records import target_event
+from hosts.inventory import domain_values
+from hosts.libvirt.facts import DomainFacts
+from hosts.models import AuditEvent, ChangeTarget, Domain
+from hosts.models.rows import update_rows
+from hosts.vocabulary import public_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def save_fields(target: ChangeTarget, **fields: Any) -> None:
+    target.save(update_fields=list(set_fields(target, **fields)))
+
+
+Marker = tuple[int, int | None, str, str, float]
+
+
+def chart_marker(target: ChangeTarget, kind: str) -> Marker | None:
+    """A chart marker for a guest whose change took effect (announced once its job is done)."""
+    if target.domain_id is None:
+        return None
+    label = f"CR-{target.change_request_id} {kind.replace('_', ' ')}"
+    return (target.domain_id, target.host_id, kind, label, timezone.now().timestamp())
+
+
+@dataclass
+class GuestRecord:
+    """What one guest's outcome writes: its target row's changed fields, an audit row, and for a guest whose
+    change (or rollback) took effect, its tuning now for the inventory and a chart marker."""
+
+    target: ChangeTarget
+    fields: tuple[str, ...]
+    event: AuditEvent
+    now: DomainFacts | None = None
+    marker: Marker | None = None
+
+
+def set_fields(target: ChangeTarget, **fields: Any) -> tuple[str, ...]:
+    for name, value in fields.items():
+        setattr(target, name, value)
+    return tuple(sorted(fields))
+
+
+def record_applied(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    if outcome.ok and outcome.guest is not None:
+        after = public_snapshot(outcome.guest.snapshot_json())
+        fields = set_fields(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
+        event = target_event(
+            target, AuditEvent.Action.CHANGE_APPLIED, before=public_snapshot(target.before), after=after
+        )
+        return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "applied"))
+    status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
+    message = f"Applying failed: {outcome.error}. " + (
+        f"Restoring it failed too: {outcome.restore_error}"
+        if outcome.restore_error
+        else "It was restored to its snapshot."
+    )
+    fields = set_fields(
+        target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now()
+    )
+    event = target_event(target, AuditEvent.Action.CHANGE_FAILED, message, before=public_snapshot(target.before))
+    return GuestRecord(target, fields, event)
+
+
+def record_rolled_back(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    if outcome.ok and outcome.guest is not None:
+        now = public_snapshot(outcome.guest.snapshot_json())
+        fields = set_fields(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
+        event = target_event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+        return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "rolled_back"))
+    message = f"Rollback failed: {outcome.error}"
+    fields = set_fields(target, restore_error=message)
+    return GuestRecord(target, fields, target_event(target, AuditEvent.Action.CHANGE_FAILED, message))
+
+
+def write_records(records: list[GuestRecord]) -> None:
+    """Write a batch of guests' outcomes with a few statements, whatever the batch's size."""
+    by_fields: dict[tuple[str, ...], list[ChangeTarget]] = {}
+    for record in records:
+        by_fields.setdefault(record.fields, []).append(record.target)
+    for fields, targets in by_fields.items():
+        update_rows(targets, fields)
+    AuditEvent.objects.bulk_create([record.event for record in records])
+
+
+def refresh_inventory(changed: list[tuple[ChangeTarget, DomainFacts]]) -> None:
+    """Show the guests as their last read found them in the inventory at once, without waiting for a sync."""
+    rows = Domain.objects.filter(
+        host_id__in={t.host_id for t, _g in changed}, uuid__in={t.domain_uuid for t, _g in changed}
+    ).only("pk", "host_id", "uuid")
+    pks = {(row.host_id, row.uuid): row.pk for row in rows}
+    now = timezone.now()
+    by_fields: dict[tuple[str, ...], list[Domain]] = {}
+    for target, guest in changed:
+        pk = pks.get((target.host_id, target.domain_uuid))
+        if pk is None:
+            continue  # the guest was undefined meanwhile: the next sync says so
+        values = {**domain_values(guest, complete=False), "synced_at": now}
+        by_fields.setdefault(tuple(values), []).append(Domain(pk=pk, **values))
+    for names, domains in by_fields.items():
+        update_rows(domains, names)

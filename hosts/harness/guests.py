@@ -1,0 +1,51 @@
+"""Define, start and remove the local fleet's guests (the demo/test harness only, not the product)."""
+
+from __future__ import annotations
+
+import libvirt
+
+from hosts.libvirt.connection import RoundTrips, connect
+from hosts.libvirt.errors import PermanentVirtError
+
+
+def define_and_start(uri: str, xml: str, *, start: bool = True) -> str:
+    """Define a persistent guest from XML (replacing a same-named one's definition) and start it.
+
+    Returns the guest's UUID.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = rt.call(conn.defineXML, xml)
+    if start and not rt.call(dom.isActive):
+        rt.call(dom.create)
+    return dom.UUIDString()
+
+
+def start_if_stopped(uri: str, name: str) -> None:
+    """Start a defined guest unless it already runs."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    dom = rt.call(conn.lookupByName, name)
+    if not rt.call(dom.isActive):
+        rt.call(dom.create)
+
+
+def destroy_and_undefine(uri: str, name: str) -> None:
+    """Stop a guest if it runs and remove its definition; a guest already gone is not an error."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    try:
+        dom = rt.call(conn.lookupByName, name)
+        if rt.call(dom.isActive):
+            rt.call(dom.destroy)
+        rt.call(dom.undefine)
+    except PermanentVirtError as exc:
+        if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+
+
+def list_domain_names(uri: str) -> list[str]:
+    """Return the names of every guest defined or running on a host."""
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    return sorted(dom.name() for dom in rt.call(conn.listAllDomains, 0))
