@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 PER_PAGE = 50
 # While a request is in one of these states its page polls the API for progress.
 ACTIVE_STATUSES = (ChangeRequest.Status.SCHEDULED, ChangeRequest.Status.APPLYING)
-ROLLBACKABLE = (ChangeRequest.Status.APPLIED, ChangeRequest.Status.PARTIALLY_APPLIED, ChangeRequest.Status.FAILED)
 
 draft_required = role_required(roles.can_draft, "Only operators may draft profiles and change requests.")
 approve_required = role_required(roles.can_approve, "Only approvers may approve, reject or roll back change requests.")
@@ -366,7 +365,7 @@ def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "finished": finished,
             "is_requester": is_requester,
             "can_decide": may_approve and not is_requester and cr.status == ChangeRequest.Status.PENDING,
-            "can_rollback": may_approve and cr.status in ROLLBACKABLE and cr.rolled_back_by_id is None,
+            "can_rollback": may_approve and cr.status in ChangeRequest.ROLLBACKABLE and cr.rolled_back_by_id is None,
             "may_approve": may_approve,
             "active": cr.status in ACTIVE_STATUSES or cr.rolling_back,
             "decision_form": DecisionForm(),

@@ -162,12 +162,9 @@ def _unreachable(run: _HostRun, reason: str) -> None:
                     restore_error="the guest may be half-changed; roll back once the host answers",
                 )
                 target_event(target, AuditEvent.Action.CHANGE_FAILED, unreachable).save()
-            elif not run.applying and target.status in _ROLLBACKABLE and target.before:
+            elif not run.applying and target.status in ChangeTarget.ROLLBACKABLE and target.before:
                 save_fields(target, restore_error=f"Rollback failed: {unreachable}")
         _jobs_done([run.job.pk])
-
-
-_ROLLBACKABLE = (ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED)
 
 
 def _jobs_done(job_ids: Sequence[int]) -> None:
@@ -234,7 +231,7 @@ def _run(runs: list[_HostRun]) -> None:
     _snapshot_phase([run for run in reachable if run.applying])
     lanes = _Lanes(_work)
     for run in reachable:
-        wanted = (ChangeTarget.Status.APPLYING,) if run.applying else _ROLLBACKABLE
+        wanted = (ChangeTarget.Status.APPLYING,) if run.applying else ChangeTarget.ROLLBACKABLE
         lanes.add(run, [t for t in run.targets if t.status in wanted and t.before])
     finished = False
     for batch in lanes.batches(every=COMMIT_EVERY_SECONDS):

@@ -161,12 +161,9 @@ def reject_change_request(cr_id: int, *, comment: str = "", actor: Actor) -> Cha
 def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
     """Queue putting every changed guest of a request back as its snapshot found it; return the job ids."""
     cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
-    rollbackable = (ChangeRequest.Status.APPLIED, ChangeRequest.Status.PARTIALLY_APPLIED, ChangeRequest.Status.FAILED)
-    if cr.status not in rollbackable:
+    if cr.status not in ChangeRequest.ROLLBACKABLE:
         raise ValidationError(f"A change request that is {cr.get_status_display().lower()} cannot be rolled back.")
-    touched = cr.targets.filter(
-        status__in=[ChangeTarget.Status.APPLIED, ChangeTarget.Status.RESTORE_FAILED], before__isnull=False
-    )
+    touched = cr.targets.filter(status__in=ChangeTarget.ROLLBACKABLE, before__isnull=False)
     host_ids = set(touched.values_list("host_id", flat=True))
     if not host_ids:
         raise ValidationError("No guest of this change request was changed; there is nothing to roll back.")

@@ -51,6 +51,9 @@ class ChangeRequest(models.Model):
     )
     rolled_back_at = models.DateTimeField(null=True, blank=True)
 
+    # A request that changed (or tried to change) guests can be rolled back.
+    ROLLBACKABLE = (Status.APPLIED, Status.PARTIALLY_APPLIED, Status.FAILED)
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -87,6 +90,9 @@ class ChangeTarget(models.Model):
         RESTORE_FAILED = "restore_failed", "Failed, restore failed too"
         SKIPPED = "skipped", "Not applied"
         ROLLED_BACK = "rolled_back", "Rolled back"
+
+    # Guests a rollback puts back: changed, or possibly half-changed.
+    ROLLBACKABLE = (Status.APPLIED, Status.RESTORE_FAILED)
 
     change_request = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="targets")
     host = models.ForeignKey("hosts.Host", on_delete=models.PROTECT, related_name="change_targets")
