@@ -16,23 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hosts.cpulist import parse_cpulist
-from hosts.planning.planner import (
-    CPUInfo,
-    GuestPlan,
-    GuestState,
-    HostLayout,
-    Issue,
+from hosts.planning.holdings import dedicated_holders
+from hosts.planning.planner import diff, plan_change
+from hosts.planning.schema import (
+    PROFILE_KEYS,
+    THREADPIN_STRATEGIES,
+    VCPUPIN_STRATEGIES,
     ProfileError,
     ProfileSpec,
-    dedicated_holders,
-    diff,
-    percent_to_quota,
-    plan_change,
-    quota_to_percent,
     validate_profile,
 )
-from hosts.planning.schema import PROFILE_KEYS, THREADPIN_STRATEGIES, VCPUPIN_STRATEGIES
-from hosts.vocabulary import SCHED_NAMES
+from hosts.planning.types import CPUInfo, GuestPlan, GuestState, HostLayout, Issue
+from hosts.vocabulary import SCHED_NAMES, percent_to_quota, quota_to_percent
 
 HOST_ID = 1
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.models import Domain, Host, HostCPU
-from hosts.planning.planner import CPUInfo, GuestPlan, GuestState, HostLayout, diff, plan_change
+from hosts.planning.planner import diff, plan_change
 from hosts.planning.schema import ProfileSpec
+from hosts.planning.types import CPUInfo, GuestPlan, GuestState, HostLayout
 from hosts.vocabulary import SCOPE_PARTS, housekeeping_set
 
 
