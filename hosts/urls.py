@@ -2,27 +2,27 @@
 
 from django.urls import path
 
-from hosts import views, views_changes
+from hosts.views import audit, changes, guests, hosts, profiles
 
 app_name = "hosts"
 
 urlpatterns = [
-    path("", views.host_list, name="host-list"),
-    path("hosts/add/", views.host_add, name="host-add"),
-    path("hosts/<int:pk>/", views.host_detail, name="host-detail"),
-    path("hosts/<int:pk>/sync/", views.host_sync, name="host-sync"),
-    path("guests/", views.domain_list, name="domain-list"),
-    path("guests/<int:pk>/", views.domain_detail, name="domain-detail"),
-    path("hosts/<int:pk>/partition/", views_changes.host_partition, name="host-partition"),
-    path("profiles/", views_changes.profile_list, name="profile-list"),
-    path("profiles/new/", views_changes.profile_create, name="profile-create"),
-    path("profiles/<int:pk>/", views_changes.profile_detail, name="profile-detail"),
-    path("profiles/<int:pk>/edit/", views_changes.profile_edit, name="profile-edit"),
-    path("changes/", views_changes.change_list, name="change-list"),
-    path("changes/new/", views_changes.change_create, name="change-create"),
-    path("changes/<int:pk>/", views_changes.change_detail, name="change-detail"),
-    path("changes/<int:pk>/approve/", views_changes.change_approve, name="change-approve"),
-    path("changes/<int:pk>/reject/", views_changes.change_reject, name="change-reject"),
-    path("changes/<int:pk>/rollback/", views_changes.change_rollback, name="change-rollback"),
-    path("audit/", views_changes.audit_list, name="audit-list"),
+    path("", hosts.host_list, name="host-list"),
+    path("hosts/add/", hosts.host_add, name="host-add"),
+    path("hosts/<int:pk>/", hosts.host_detail, name="host-detail"),
+    path("hosts/<int:pk>/sync/", hosts.host_sync, name="host-sync"),
+    path("hosts/<int:pk>/partition/", hosts.host_partition, name="host-partition"),
+    path("guests/", guests.domain_list, name="domain-list"),
+    path("guests/<int:pk>/", guests.domain_detail, name="domain-detail"),
+    path("profiles/", profiles.profile_list, name="profile-list"),
+    path("profiles/new/", profiles.profile_create, name="profile-create"),
+    path("profiles/<int:pk>/", profiles.profile_detail, name="profile-detail"),
+    path("profiles/<int:pk>/edit/", profiles.profile_edit, name="profile-edit"),
+    path("changes/", changes.change_list, name="change-list"),
+    path("changes/new/", changes.change_create, name="change-create"),
+    path("changes/<int:pk>/", changes.change_detail, name="change-detail"),
+    path("changes/<int:pk>/approve/", changes.change_approve, name="change-approve"),
+    path("changes/<int:pk>/reject/", changes.change_reject, name="change-reject"),
+    path("changes/<int:pk>/rollback/", changes.change_rollback, name="change-rollback"),
+    path("audit/", audit.audit_list, name="audit-list"),
 ]

@@ -1,4 +1,4 @@
-"""API for pin profiles (immutable revisions), plan previews and host CPU partitions."""
+"""API for pin profiles (immutable revisions) and plan previews of profile content for guests."""
 
 from __future__ import annotations
 
@@ -13,15 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hosts.api.permissions import CanDraftOrReadOnly, CanView
-from hosts.changes.requests import plan_rows
 from hosts.models import ChangeRequest, Domain, PinProfile, PinProfileRevision
-from hosts.planning.plans import plan_for_domains
+from hosts.planning.preview import preview_plan
 from hosts.planning.profiles import create_profile, revise_profile
-from hosts.planning.schema import ProfileError, validate_profile
-
-
-def django_errors(exc: DjangoValidationError) -> Any:
-    return exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+from hosts.planning.schema import ProfileError
+from hosts.validation import messages_by_field
 
 
 class RevisionSerializer(serializers.ModelSerializer[PinProfileRevision]):
@@ -57,7 +53,7 @@ class ProfileSerializer(serializers.ModelSerializer[PinProfile]):
         except ProfileError as exc:
             raise serializers.ValidationError({"content": exc.errors}) from exc
         except DjangoValidationError as exc:
-            raise serializers.ValidationError(django_errors(exc)) from exc
+            raise serializers.ValidationError(messages_by_field(exc, unnamed="detail")) from exc
 
     def create(self, validated_data: dict[str, Any]) -> PinProfile:
         return self._call(
@@ -113,13 +109,11 @@ class ProfileViewSet(viewsets.ModelViewSet[PinProfile]):
         """Validate profile content and plan it for guests: per guest the desired values, diff and issues."""
         data = PlanRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        domain_ids = [d.pk for d in data.validated_data["domains"]]
         try:
-            spec = validate_profile(data.validated_data["content"])
+            preview = preview_plan(data.validated_data["content"], domain_ids, data.validated_data["scope"])
         except ProfileError as exc:
             return Response({"content": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        planned = plan_for_domains(spec, data.validated_data["domains"], data.validated_data["scope"])
-        return Response({"content": spec.as_json(), "ok": all(t.ok for t in planned), "plans": plan_rows(planned)})
-
-
-class PartitionSerializer(serializers.Serializer[Any]):
-    housekeeping_cpus = serializers.CharField(allow_blank=True, max_length=200)
+        except DjangoValidationError as exc:  # a guest went away since the request was read
+            return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_400_BAD_REQUEST)
+        return Response({"content": preview.spec.as_json(), "ok": preview.ok, "plans": preview.rows})

@@ -4,21 +4,24 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from hosts.api import views
-from hosts.api.change_requests import AuditEventViewSet, ChangeRequestViewSet
+from hosts.api.audit import AuditEventViewSet
+from hosts.api.auth import TokenView
+from hosts.api.changes import ChangeRequestViewSet
+from hosts.api.guests import DomainViewSet
+from hosts.api.hosts import HostViewSet
 from hosts.api.profiles import ProfileViewSet
 
 app_name = "api"
 
 router = DefaultRouter()
-router.register("hosts", views.HostViewSet, basename="host")
-router.register("domains", views.DomainViewSet, basename="domain")
+router.register("hosts", HostViewSet, basename="host")
+router.register("domains", DomainViewSet, basename="domain")
 router.register("profiles", ProfileViewSet, basename="profile")
 router.register("change-requests", ChangeRequestViewSet, basename="change-request")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
 
 urlpatterns = [
-    path("auth/token/", views.TokenView.as_view(), name="token"),
+    path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include(router.urls)),
 ]

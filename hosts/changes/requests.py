@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
 from hosts.changes.records import record_request_event
-from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, PinProfileRevision
-from hosts.planning.plans import plan_for_domains
-from hosts.planning.schema import validate_profile
+from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, PinProfileRevision
+from hosts.planning.plans import TargetPlan
+from hosts.planning.preview import preview_plan
 
 
 class PlanError(ValidationError):
@@ -28,19 +28,31 @@ class PlanError(ValidationError):
         self.plans = plans
 
 
-def plan_rows(targets: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "domain": t.domain.pk,
-            "name": t.domain.name,
-            "host": t.domain.host.name,
-            "desired": t.plan.desired,
-            "diff": t.diff,
-            "errors": [i.as_json() for i in t.plan.errors],
-            "warnings": [i.as_json() for i in t.plan.warnings],
-        }
+def _check_request(scope: str, reason: str, domain_ids: Sequence[int]) -> None:
+    """Refuse a request without a known scope, a reason or a guest, before anything is planned."""
+    if scope not in ChangeRequest.Scope.values:
+        raise ValidationError({"scope": [f"Scope must be one of {', '.join(ChangeRequest.Scope.values)}."]})
+    if not (reason or "").strip():
+        raise ValidationError({"reason": ["Say why this change is needed."]})
+    if not domain_ids:
+        raise ValidationError({"domains": ["Pick at least one guest."]})
+
+
+def _create_targets(cr: ChangeRequest, targets: Sequence[TargetPlan]) -> None:
+    """Store each guest's plan as a target of the request, with what identifies the guest if it goes."""
+    ChangeTarget.objects.bulk_create(
+        ChangeTarget(
+            change_request=cr,
+            host=t.domain.host,
+            domain=t.domain,
+            domain_uuid=t.domain.uuid,
+            domain_name=t.domain.name,
+            desired=t.plan.desired,
+            diff=t.diff,
+            warnings=[i.as_json() for i in t.plan.warnings],
+        )
         for t in targets
-    ]
+    )
 
 
 @transaction.atomic
@@ -55,51 +67,21 @@ def create_change_request(
 ) -> ChangeRequest:
     """Plan a profile revision for guests and record the request, pending approval.
 
-    Refused (nothing saved) when a guest is unknown, the reason is empty, or the plan has errors for any
-    guest; warnings are kept and shown to the approver.
+    Refused (nothing saved) when a guest is unknown or its host is down, the reason is empty, or the plan has
+    errors for any guest; warnings are kept and shown to the approver.
     """
     requester = audit_user(actor)
     if requester is None:
         raise PermissionDenied("Log in to request a change.")
-    if scope not in ChangeRequest.Scope.values:
-        raise ValidationError({"scope": [f"Scope must be one of {', '.join(ChangeRequest.Scope.values)}."]})
-    if not (reason or "").strip():
-        raise ValidationError({"reason": ["Say why this change is needed."]})
-    ids = list(dict.fromkeys(int(i) for i in domain_ids))
-    if not ids:
-        raise ValidationError({"domains": ["Pick at least one guest."]})
-    domains = {d.pk: d for d in Domain.objects.filter(pk__in=ids).select_related("host")}
-    missing = [i for i in ids if i not in domains]
-    if missing:
-        raise ValidationError({"domains": [f"No such guest: {', '.join(map(str, missing))}."]})
-    stale = [d.name for d in domains.values() if d.is_stale]
-    if stale:
-        raise ValidationError({"domains": [f"The host of {', '.join(stale)} is down; its state is not known."]})
-    spec = validate_profile(revision.content)
-    planned = plan_for_domains(spec, [domains[i] for i in ids], scope)
-    if not all(t.ok for t in planned):
-        bad = [f"{t.domain.name}: {t.plan.errors[0].message}" for t in planned if not t.ok]
-        raise PlanError("The plan has errors: " + "; ".join(bad), plan_rows(planned))
+    _check_request(scope, reason, domain_ids)
+    preview = preview_plan(revision.content, domain_ids, scope, refuse_stale=True)
+    if not preview.ok:
+        bad = [f"{t.domain.name}: {t.plan.errors[0].message}" for t in preview.targets if not t.ok]
+        raise PlanError("The plan has errors: " + "; ".join(bad), preview.rows)
     cr = ChangeRequest.objects.create(
-        profile_revision=revision,
-        scope=scope,
-        reason=reason.strip(),
-        apply_at=apply_at,
-        requested_by=requester,
+        profile_revision=revision, scope=scope, reason=reason.strip(), apply_at=apply_at, requested_by=requester
     )
-    ChangeTarget.objects.bulk_create(
-        ChangeTarget(
-            change_request=cr,
-            host=t.domain.host,
-            domain=t.domain,
-            domain_uuid=t.domain.uuid,
-            domain_name=t.domain.name,
-            desired=t.plan.desired,
-            diff=t.diff,
-            warnings=[i.as_json() for i in t.plan.warnings],
-        )
-        for t in planned
-    )
+    _create_targets(cr, preview.targets)
     record_request_event(
         cr,
         AuditEvent.Action.CHANGE_CREATE,
@@ -108,7 +90,7 @@ def create_change_request(
             "profile": str(revision),
             "scope": scope,
             "reason": cr.reason,
-            "targets": plan_rows(planned),
+            "targets": preview.rows,
             "apply_at": apply_at.isoformat() if apply_at else None,
         },
     )

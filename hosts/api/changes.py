@@ -1,4 +1,4 @@
-"""API for change requests (approve, reject and roll back are POST actions) and the audit log."""
+"""API for change requests: operators create them; approve, reject and roll back are POST actions."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hosts.api.permissions import CanApprove, CanDraftOrReadOnly
-from hosts.api.profiles import django_errors
 from hosts.changes.requests import (
     PlanError,
     approve_change_request,
@@ -23,8 +22,9 @@ from hosts.changes.requests import (
     reject_change_request,
     request_rollback,
 )
-from hosts.filters import AuditEventFilterSet, ChangeRequestFilterSet
-from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
+from hosts.filters import ChangeRequestFilterSet
+from hosts.models import ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
+from hosts.validation import messages_by_field
 from hosts.vocabulary import public_snapshot
 
 
@@ -140,7 +140,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
         except PlanError:
             raise  # answered by the view with the plan as it is (a ValidationError would stringify it)
         except DjangoValidationError as exc:
-            raise serializers.ValidationError(django_errors(exc)) from exc
+            raise serializers.ValidationError(messages_by_field(exc, unnamed="detail")) from exc
 
 
 class DecisionSerializer(serializers.Serializer[Any]):
@@ -177,7 +177,7 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except DjangoValidationError as exc:
-            return Response(django_errors(exc), status=status.HTTP_409_CONFLICT)
+            return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(self.get_queryset().get(pk=cr.pk)).data)
 
     @extend_schema(request=DecisionSerializer, responses={200: ChangeRequestSerializer})
@@ -204,33 +204,3 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
         if response.status_code == status.HTTP_200_OK:
             response.status_code = status.HTTP_202_ACCEPTED
         return response
-
-
-class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
-    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
-
-    class Meta:
-        model = AuditEvent
-        fields = [
-            "id",
-            "created_at",
-            "actor",
-            "action",
-            "host",
-            "domain",
-            "change_request",
-            "profile",
-            "object_repr",
-            "before",
-            "after",
-            "message",
-        ]
-        read_only_fields = fields
-
-
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
-    """The append-only audit log."""
-
-    serializer_class = AuditEventSerializer
-    filterset_class = AuditEventFilterSet
-    queryset = AuditEvent.objects.select_related("actor").order_by("-created_at", "-id")

@@ -1,20 +1,17 @@
-"""Forms of the profile, change request, audit and host partition pages.
+"""The profile editor's form: structured fields for each part of a pin profile, or its JSON as typed.
 
-They check the shape of the input and turn the structured profile editor into profile JSON; whether a
-profile or a change is acceptable is decided by the service functions (hosts/profiles.py,
-hosts/changes/requests.py), whose errors the views put back next to these fields.
+It turns the fields into profile JSON and a stored profile back into fields; whether the JSON is a valid
+profile is decided by hosts/planning/schema.py, whose errors ``field_for`` places next to the field showing them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from typing import Any
 
 from django import forms
-from django.utils import timezone
 
-from hosts.models import ChangeRequest, Domain, PinProfileRevision
+from hosts.forms.common import MONO
 from hosts.vocabulary import DEFAULT_PERIOD, SCHED_NAMES, percent_to_quota, quota_to_percent
 
 QUOTA_NAMES = tuple(name for name in SCHED_NAMES if name.endswith("_quota"))
@@ -41,7 +38,6 @@ THREADPIN_CHOICES = [
     ("isolate", "isolate: one host CPU of its own"),
     ("cpulist", "cpulist: the CPUs given below"),
 ]
-MONO = {"class": "mono", "spellcheck": "false", "autocomplete": "off"}
 
 
 def _explicit_text(pins: dict[str, Any]) -> str:
@@ -223,85 +219,3 @@ class ProfileForm(forms.Form):
         if section == "allow_shared_emulator":
             return section
         return None
-
-
-def _revision_label(revision: PinProfileRevision) -> str:
-    return f"{revision.profile.name} · revision {revision.number}" + (
-        f" ({revision.comment})" if revision.comment else ""
-    )
-
-
-class RevisionChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
-    def label_from_instance(self, obj: Any) -> str:
-        return _revision_label(obj)
-
-
-class GuestChoiceField(forms.ModelMultipleChoiceField):  # type: ignore[type-arg]
-    def label_from_instance(self, obj: Any) -> str:
-        return f"{obj.name} on {obj.host.name}"
-
-
-class ChangeRequestForm(forms.Form):
-    """Propose applying one profile revision to guests on any hosts."""
-
-    profile_revision = RevisionChoiceField(
-        label="Profile revision",
-        queryset=PinProfileRevision.objects.select_related("profile").order_by("profile__name", "-number"),
-        empty_label="Pick a profile revision",
-    )
-    domains = GuestChoiceField(
-        label="Guests",
-        queryset=Domain.objects.select_related("host").order_by("host__name", "name"),
-        widget=forms.CheckboxSelectMultiple,
-        error_messages={"required": "Pick at least one guest."},
-    )
-    scope = forms.ChoiceField(choices=ChangeRequest.Scope.choices, initial=ChangeRequest.Scope.BOTH)
-    apply_at = forms.DateTimeField(
-        label="Apply at",
-        required=False,
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"],
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-    )
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Why this change is needed; the approver reads it.",
-        error_messages={"required": "Say why this change is needed."},
-    )
-    previewed = forms.CharField(required=False, widget=forms.HiddenInput)
-
-    def clean_apply_at(self) -> Any:
-        value = self.cleaned_data.get("apply_at")
-        if value is not None and value < timezone.now():
-            raise forms.ValidationError("This time has passed; leave it empty to apply as soon as it is approved.")
-        return value
-
-    def fingerprint(self) -> str:
-        """Identify what a preview showed: the revision, the guests and the scope."""
-        data = self.cleaned_data
-        ids = ",".join(str(pk) for pk in sorted(d.pk for d in data["domains"]))
-        return f"{data['profile_revision'].pk}:{ids}:{data['scope']}"
-
-
-class DecisionForm(forms.Form):
-    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
-
-
-class PartitionForm(forms.Form):
-    housekeeping_cpus = forms.CharField(
-        label="Housekeeping CPUs",
-        required=False,
-        max_length=200,
-        help_text="A cpulist such as 0-1; empty: no housekeeping CPUs, every online CPU is in the guest pool.",
-        widget=forms.TextInput(attrs=MONO),
-    )
-
-
-def add_service_errors(form: forms.Form, errors: Iterable[tuple[str, list[str]]], field_for: Any = None) -> None:
-    """Put a service's errors (field path, messages) next to the form fields they concern."""
-    for path, messages in errors:
-        name = field_for(path) if field_for else (path if path in form.fields else None)
-        for message in messages:
-            if name is None or name == "content_json":
-                form.add_error(name, message if path in message else f"{path}: {message}")
-            else:
-                form.add_error(name, message)

@@ -1,6 +1,8 @@
-"""Forms of the pages; they only check shape, the service functions decide what is accepted."""
+"""Forms of the host pages: adding a host and setting its CPU partition."""
 
 from django import forms
+
+from hosts.forms.common import MONO
 
 URI_HELP = (
     "Accepted forms: qemu:///system (this machine), qemu+unix:///system, "
@@ -29,4 +31,16 @@ class HostAddForm(forms.Form):
                 "spellcheck": "false",
             }
         ),
+    )
+
+
+class PartitionForm(forms.Form):
+    """Ask an admin which CPUs of a host are kept for housekeeping; its other online CPUs are the guest pool."""
+
+    housekeeping_cpus = forms.CharField(
+        label="Housekeeping CPUs",
+        required=False,
+        max_length=200,
+        help_text="A cpulist such as 0-1; empty: no housekeeping CPUs, every online CPU is in the guest pool.",
+        widget=forms.TextInput(attrs=MONO),
     )

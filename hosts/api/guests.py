@@ -1,0 +1,51 @@
+"""API for guests: read-only, with their tuning live and in the persistent config."""
+
+from typing import Any
+
+from rest_framework import serializers, viewsets
+
+from hosts.filters import DomainFilterSet
+from hosts.models import Domain
+
+
+class DomainSerializer(serializers.ModelSerializer[Domain]):
+    """A guest with its tuning live and in the persistent config, and its vCPUs' real affinity."""
+
+    host_name = serializers.CharField(source="host.name", read_only=True)
+    tuning = serializers.SerializerMethodField()
+    url = serializers.HyperlinkedIdentityField(view_name="api:domain-detail")
+
+    class Meta:
+        model = Domain
+        fields = [
+            "id",
+            "url",
+            "uuid",
+            "name",
+            "host",
+            "host_name",
+            "state",
+            "persistent",
+            "is_stale",
+            "vcpus_current",
+            "vcpus_max",
+            "placement",
+            "iothread_ids",
+            "tuning",
+            "affinity",
+            "vcpu_states",
+            "synced_at",
+        ]
+        read_only_fields = fields
+
+    def get_tuning(self, obj: Domain) -> dict[str, Any]:
+        return {"live": obj.tuning_live, "config": obj.tuning_config}
+
+
+class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):
+    """Guests with their pinning and caps, live and in the persistent config."""
+
+    serializer_class = DomainSerializer
+    filterset_class = DomainFilterSet
+    ordering_fields = ["name", "state", "vcpus_current", "host__name"]
+    queryset = Domain.objects.select_related("host").order_by("host__name", "name")

@@ -1,0 +1,39 @@
+"""The audit log page: every recorded action, newest first, filtered like the API's audit events."""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from hosts.filters import AuditEventFilterSet
+from hosts.models import AuditEvent
+from hosts.views.common import PER_PAGE, pretty, viewer_required
+
+
+@viewer_required
+def audit_list(request: HttpRequest) -> HttpResponse:
+    """Show the audit log, newest first, filtered and paginated."""
+    queryset = AuditEvent.objects.select_related("actor", "host", "domain", "change_request", "profile").order_by(
+        "-created_at", "-id"
+    )
+    filterset = AuditEventFilterSet(request.GET or None, queryset=queryset)
+    page = Paginator(filterset.qs, PER_PAGE).get_page(request.GET.get("page"))
+    events = [
+        {
+            "event": e,
+            "before": None if e.before is None else pretty(e.before),
+            "after": None if e.after is None else pretty(e.after),
+        }
+        for e in page
+    ]
+    return render(
+        request,
+        "hosts/audit_list.html",
+        {
+            "filter": filterset,
+            "page": page,
+            "events": events,
+            "filtered": any(v for k, v in request.GET.items() if k != "page"),
+        },
+    )

@@ -1,0 +1,108 @@
+"""Guest pages: the guest list across hosts and a guest's pinning, caps, live against config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from hosts.filters import DomainFilterSet
+from hosts.host_map import cap_rows, vcpu_rows
+from hosts.models import Domain, Host
+from hosts.views.common import viewer_required
+
+# ?sort= values the guest list accepts, each with its columns; a leading "-" reverses the first column.
+DOMAIN_SORTS: dict[str, tuple[str, ...]] = {
+    "name": ("name", "host__name"),
+    "host": ("host__name", "name"),
+    "state": ("state", "host__name", "name"),
+    "vcpus": ("vcpus_current", "vcpus_max", "host__name", "name"),
+}
+DOMAINS_PER_PAGE = 100
+COLUMNS = [("host", "Host"), ("name", "Name"), ("state", "State"), ("vcpus", "vCPUs")]
+
+
+def _sort_columns(value: str) -> tuple[str, tuple[str, ...]]:
+    """Return the sort asked for (the default when unknown) and the columns to order by."""
+    key = value.removeprefix("-")
+    if key not in DOMAIN_SORTS:
+        return "host", DOMAIN_SORTS["host"]
+    first, *rest = DOMAIN_SORTS[key]
+    return value, (f"-{first}" if value.startswith("-") else first, *rest)
+
+
+def _headers(sort: str) -> list[dict[str, Any]]:
+    """Return the list's column headers, each saying whether it sorts and what clicking it sorts by."""
+    return [
+        {
+            "label": label,
+            "key": key,
+            "active": sort.removeprefix("-") == key,
+            "descending": sort == f"-{key}",
+            "next": f"-{key}" if sort == key else key,
+        }
+        for key, label in COLUMNS
+    ]
+
+
+@viewer_required
+def domain_list(request: HttpRequest) -> HttpResponse:
+    """List guests across hosts, filtered by the API's filterset and sorted by a whitelisted column."""
+    sort, ordering = _sort_columns(request.GET.get("sort", "host"))
+    queryset = Domain.objects.select_related("host").order_by(*ordering)
+    filterset = DomainFilterSet(request.GET or None, queryset=queryset)
+    page = Paginator(filterset.qs, DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "hosts/domain_list.html",
+        {
+            "filter": filterset,
+            "page": page,
+            "headers": _headers(sort),
+            "sort": sort,
+            "filtered": any(k != "sort" and v for k, v in request.GET.items()),
+        },
+    )
+
+
+def _caps(live: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return each thread group's scheduler caps, live and in the config, for the groups that have any."""
+    live_caps = {row.group: row for row in cap_rows(live.get("sched"))}
+    config_caps = {row.group: row for row in cap_rows(config.get("sched"))}
+    return [
+        {"group": group, "live": live_caps.get(group), "config": config_caps.get(group)}
+        for group in ("vcpu", "emulator", "iothread", "global")
+        if group in live_caps or group in config_caps
+    ]
+
+
+@viewer_required
+def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show a guest's pinning per vCPU against its real affinity, its caps, and live against config."""
+    domain = get_object_or_404(Domain.objects.select_related("host"), pk=pk)
+    live = domain.tuning_live or {}
+    config = domain.tuning_config or {}
+    live_io, config_io = live.get("iothreadpin") or {}, config.get("iothreadpin") or {}
+    iothreads = sorted({*map(str, domain.iothread_ids or []), *live_io, *config_io}, key=int)
+    return render(
+        request,
+        "hosts/domain_detail.html",
+        {
+            "domain": domain,
+            "host": domain.host,
+            "stale": domain.is_stale or domain.host.status != Host.Status.UP,
+            "has_live": domain.tuning_live is not None,
+            "has_config": domain.tuning_config is not None,
+            "vcpus": vcpu_rows(domain),
+            "emulatorpin": {"live": live.get("emulatorpin"), "config": config.get("emulatorpin")},
+            "iothreads": [{"id": n, "live": live_io.get(n), "config": config_io.get(n)} for n in iothreads],
+            "caps": _caps(live, config),
+            "shares": {
+                "live": live.get("sched", {}).get("cpu_shares"),
+                "config": config.get("sched", {}).get("cpu_shares"),
+            },
+            "tuning_rows": domain.tuning_rows(),
+        },
+    )
