@@ -6,19 +6,22 @@ management commands validate input and call one of these; none saves inventory s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, Count, Q, Value, When
 from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
 from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
-from hosts.libvirt import pools
-from hosts.libvirt.errors import VirtError
+from hosts.libvirt import connection, deadlines, pools
+from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts, Inventory
 from hosts.libvirt.inventory import fetch_inventory
 from hosts.models import AuditEvent, Domain, Host, HostCPU, NumaCell
@@ -91,17 +94,31 @@ def begin_reading_hosts(
     for the reads and gives them in ``host_ids``' order: the caller can do something else meanwhile.
     ``light`` and ``keep_config`` are fetch_inventory's."""
 
-    def fetch(host: Host) -> HostRead:
+    def fetch(host: Host) -> Inventory | VirtError:
         try:
-            return host, fetch_inventory(host.uri, light=light, keep_config=keep_config)
+            return fetch_inventory(host.uri, name=host.name, light=light, keep_config=keep_config)
         except VirtError as exc:
-            return host, exc
+            return exc
 
-    hosts = {host.pk: host for host in Host.objects.filter(pk__in=set(host_ids))}
+    hosts = {host.pk: host for host in Host.objects.filter(pk__in=set(host_ids)).annotate(guests=Count("domains"))}
     if not hosts:
         raise Host.DoesNotExist(f"no host among {list(host_ids)}")
-    futures = [pools.host_pool().submit(fetch, hosts[pk]) for pk in dict.fromkeys(host_ids) if pk in hosts]
-    return lambda: [future.result() for future in futures]
+    started, began = time.monotonic(), time.time()
+    reads = [(hosts[pk], pools.host_pool().submit(fetch, hosts[pk])) for pk in dict.fromkeys(host_ids) if pk in hosts]
+
+    def answers() -> list[HostRead]:
+        # Each host gets its own deadline from when its read began; a hung one costs the others nothing.
+        out: list[HostRead] = []
+        for host, future in reads:
+            seconds = deadlines.host_seconds(host.guests)  # type: ignore[attr-defined]
+            try:
+                out.append((host, deadlines.wait(future, started + seconds - time.monotonic(), host.name)))
+            except HostTimeout:
+                connection.mark_stuck(host.uri, future, began)
+                out.append((host, HostTimeout(f"{host.name} did not answer within {deadlines.said(seconds)}")))
+        return out
+
+    return answers
 
 
 def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
@@ -111,7 +128,7 @@ def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
     answered: list[tuple[int, Inventory]] = []
     for host, got in reads:
         if isinstance(got, VirtError):
-            mark_host_down(host.pk, got.message)
+            mark_host_down(host.pk, got)
             results.append(SyncResult(host.pk, ok=False, error=got.message))
         else:
             answered.append((host.pk, got))
@@ -129,24 +146,53 @@ def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
     return results
 
 
+# A host that hangs costs a worker its deadline at every try: it is tried again after this many sync
+# intervals, doubling at each failure, at most MAX_RETRY_SECONDS apart. A host that refuses at once is
+# tried at every sync; one that refused for a permanent reason (say, authentication) every MAX_RETRY_SECONDS.
+MAX_RETRY_SECONDS = 300
+
+
+def _retry_delay(error: VirtError, failures: int) -> float | None:
+    """Seconds before the next periodic sync of a host that failed ``failures`` times in a row with ``error``."""
+    if error.unresponsive:
+        return min(float(settings.ISOWEB_SYNC_INTERVAL) * 2.0 ** (failures - 1), MAX_RETRY_SECONDS)
+    if error.permanent:
+        return MAX_RETRY_SECONDS
+    return None
+
+
 @transaction.atomic
-def mark_host_down(host_id: int, reason: str) -> None:
-    """Record that a host did not answer; keep its guests as they were, marked stale."""
+def mark_host_down(host_id: int, error: VirtError) -> None:
+    """Record that a host did not answer (down: it refused; unresponsive: it hung), with the reason and when
+    to try again; keep its guests as they were, marked stale."""
     host = Host.objects.select_for_update().get(pk=host_id)
-    was = host.status
-    host.status = Host.Status.DOWN
-    host.last_error = reason
-    host.last_sync_at = timezone.now()
-    host.save(update_fields=["status", "last_error", "last_sync_at"])
+    was, now = host.status, timezone.now()
+    host.status = Host.Status.UNRESPONSIVE if error.unresponsive else Host.Status.DOWN
+    if host.status != was or host.status_since is None:
+        host.status_since = now
+    host.failures += 1
+    delay = _retry_delay(error, host.failures)
+    host.retry_at = now + timedelta(seconds=delay) if delay is not None else None
+    host.last_error = error.message
+    host.last_sync_at = now
+    host.save(update_fields=["status", "status_since", "failures", "retry_at", "last_error", "last_sync_at"])
     host.domains.update(is_stale=True)
-    if was != Host.Status.DOWN:
+    if was != host.status:
         AuditEvent.objects.create(
             action=AuditEvent.Action.HOST_DOWN,
             host=host,
             object_repr=host.name,
-            message=reason,
+            message=f"{host.get_status_display()}: {error.message}",
         )
-    log.warning("host %s is down: %s", host.name, reason)
+    log.warning("host %s is %s: %s", host.name, host.status, error.message)
+
+
+def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
+    """The hosts (of ``host_ids``, or all) worth reading now: all but those waiting out their retry delay."""
+    due = Host.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()))
+    if host_ids is not None:
+        due = due.filter(pk__in=host_ids)
+    return sorted(due.values_list("pk", flat=True))
 
 
 def _store_topology(host: Host, inventory: Inventory) -> None:
@@ -183,7 +229,17 @@ def _store_topology(host: Host, inventory: Inventory) -> None:
 
 
 # What a sync writes to the host's row; only a complete read has the host's identity.
-_HOST_SYNC_FIELDS = ("status", "last_error", "last_seen_at", "last_sync_at", "sync_round_trips", "sync_seconds")
+_HOST_SYNC_FIELDS = (
+    "status",
+    "status_since",
+    "failures",
+    "retry_at",
+    "last_error",
+    "last_seen_at",
+    "last_sync_at",
+    "sync_round_trips",
+    "sync_seconds",
+)
 
 
 _HOST_IDENTITY_FIELDS = ("hostname", "libvirt_version", "hypervisor_version", "cpu_model")
@@ -241,10 +297,12 @@ def store_inventories(answered: Sequence[tuple[int, Inventory]]) -> None:
     now = timezone.now()
     ids = [host_id for host_id, _inventory in answered]
     hosts = {host.pk: host for host in Host.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
-    came_back = [hosts[pk] for pk in ids if hosts[pk].status == Host.Status.DOWN]
+    came_back = [hosts[pk] for pk in ids if hosts[pk].status in (Host.Status.DOWN, Host.Status.UNRESPONSIVE)]
     for host_id, inventory in answered:
         host = hosts[host_id]
-        host.status, host.last_error = Host.Status.UP, ""
+        if host.status != Host.Status.UP or host.status_since is None:
+            host.status_since = now
+        host.status, host.last_error, host.failures, host.retry_at = Host.Status.UP, "", 0, None
         host.last_seen_at = host.last_sync_at = now
         host.sync_round_trips, host.sync_seconds = inventory.round_trips, inventory.seconds
         if inventory.complete:  # a light read has only which CPUs are online

@@ -12,19 +12,27 @@ from celery import shared_task
 from hosts import inventory
 from hosts.changes import start
 from hosts.changes.engine import give_up_waiting, run_jobs
-from hosts.changes.jobs import JOB_LEASE_SECONDS, stalled_jobs
+from hosts.changes.jobs import JOB_LEASE_SECONDS, create_settle_jobs, stalled_jobs
 from hosts.changes.start import due_change_requests
 from hosts.models import ApplyJob, Host
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(soft_time_limit=60, time_limit=90)
+# The read itself is bounded by the host's deadline (hosts.libvirt.deadlines); these limits are the backstop.
+@shared_task(soft_time_limit=300, time_limit=330)
 def sync_host(host_id: int) -> dict[str, Any]:
-    """Sync one host's inventory; a host that does not answer is marked down (the next beat retries)."""
+    """Sync one host's inventory; a host that does not answer is marked down or unresponsive (retried later).
+
+    A host that answers again gets its guests that a change left unknown verified and settled.
+    """
     if not Host.objects.filter(pk=host_id).exists():
         return {"host_id": host_id, "ok": False, "error": "host no longer registered"}
     result = inventory.sync_host(host_id)
+    if result.ok:
+        settle = create_settle_jobs(host_id)
+        if settle:
+            run_apply_jobs.delay(settle)
     return {
         "host_id": result.host_id,
         "ok": result.ok,
@@ -36,8 +44,8 @@ def sync_host(host_id: int) -> dict[str, Any]:
 
 @shared_task(soft_time_limit=10, time_limit=20)
 def sync_all_hosts() -> int:
-    """Queue one sync per host so the workers sync hosts in parallel."""
-    host_ids = list(Host.objects.values_list("pk", flat=True))
+    """Queue one sync per host so the workers sync hosts in parallel (not those waiting out a retry delay)."""
+    host_ids = inventory.hosts_due_for_sync()
     for host_id in host_ids:
         sync_host.delay(host_id)
     return len(host_ids)

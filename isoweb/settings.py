@@ -30,6 +30,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value else default
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
@@ -186,6 +191,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("ISOWEB_VISIBIL
 # libvirt connections: keepalive interval (s) and missed answers before a host counts as dead.
 ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL = env_int("ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL", 5)
 ISOWEB_LIBVIRT_KEEPALIVE_COUNT = env_int("ISOWEB_LIBVIRT_KEEPALIVE_COUNT", 3)
+# Deadlines (seconds) on every libvirt interaction (see hosts/libvirt/deadlines.py): opening a connection,
+# one call, and per guest on top of both for a whole host's read or apply.
+ISOWEB_LIBVIRT_OPEN_TIMEOUT = env_float("ISOWEB_LIBVIRT_OPEN_TIMEOUT", 10.0)
+ISOWEB_LIBVIRT_CALL_TIMEOUT = env_float("ISOWEB_LIBVIRT_CALL_TIMEOUT", 30.0)
+ISOWEB_LIBVIRT_PER_GUEST_TIMEOUT = env_float("ISOWEB_LIBVIRT_PER_GUEST_TIMEOUT", 0.5)
+# A live chart's tick gives up on its host after this long and says "not answering since ...".
+ISOWEB_STATS_TIMEOUT = env_float("ISOWEB_STATS_TIMEOUT", 5.0)
+# A thread stuck inside libvirt cannot be killed; a worker process is replaced after this many tasks, which
+# bounds how long the (at most one per hung host) stuck threads it may hold stay around.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("ISOWEB_WORKER_MAX_TASKS_PER_CHILD", 200)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

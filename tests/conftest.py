@@ -25,7 +25,6 @@ from django.test import Client
 from hosts.harness.fleet import Fleet, port_open, test_fleet
 from hosts.inventory import create_host, sync_host
 from hosts.libvirt import connection
-from hosts.libvirt.connection import disconnect
 from hosts.models import Host
 from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
 
@@ -253,8 +252,7 @@ def fleet_hosts(fleet: Fleet, db: None) -> list[Host]:
 def _fresh_libvirt_connections() -> Iterator[None]:
     """Tests that kill daemons must not leave a dead cached connection to the next test."""
     yield
-    for uri in list(connection._connections):
-        disconnect(uri)
+    connection.disconnect_all()
 
 
 # --- a real web server for the browser tests ------------------------------------------------------

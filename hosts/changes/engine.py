@@ -18,37 +18,34 @@ with the guests in flight.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
-from hosts.changes.guest import Outcome, apply_guest, rollback_guest, snapshot_guest
+from hosts.changes.guest import Outcome, apply_guest, rollback_guest, settle_guest, snapshot_guest
 from hosts.changes.jobs import JOB_LEASE_SECONDS, claim_jobs
+from hosts.changes.lanes import Lanes
 from hosts.changes.outcomes import (
+    GuestRecord,
     Marker,
     record_applied,
     record_rolled_back,
+    record_settled,
     refresh_inventory,
     save_fields,
     write_records,
 )
 from hosts.changes.records import fail_target, finish_change_request, target_event
-from hosts.libvirt import pools
-from hosts.libvirt.connection import IN_FLIGHT_PER_CONNECTION
-from hosts.libvirt.errors import VirtError
+from hosts.libvirt import connection, deadlines, pools
+from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts
 from hosts.libvirt.session import HostSession
 from hosts.live import push
 from hosts.models import ApplyJob, AuditEvent, ChangeTarget
 from hosts.models.rows import update_rows
 from hosts.vocabulary import SCOPE_PARTS
-
-# Guests of one host whose libvirt calls are in flight at once (see hosts.libvirt.connection).
-IN_FLIGHT_PER_HOST = IN_FLIGHT_PER_CONNECTION
-
 
 # Finished guests are committed together, at most once per this many seconds (the last ones at once): the
 # change request page, which asks once a second, still sees progress, and a commit does not take the CPU
@@ -70,6 +67,15 @@ class _HostRun:
         return self.job.kind == ApplyJob.Kind.APPLY
 
     @property
+    def settling(self) -> bool:
+        return self.job.kind == ApplyJob.Kind.SETTLE
+
+    @property
+    def seconds(self) -> float:
+        """How long this host's guests may take, all of them."""
+        return deadlines.host_seconds(len(self.targets))
+
+    @property
     def first_run(self) -> bool:
         """Claimed once, by this run: no earlier worker ran the job, so none of its guests was written yet
         (a guest already marked applying was marked so with the job, see start_change_request)."""
@@ -82,67 +88,25 @@ class _HostRun:
         return self.session
 
 
-Work = tuple[_HostRun, ChangeTarget]
+def _open(run: _HostRun) -> HostSession:
+    return HostSession(run.job.host.uri, name=run.job.host.name)
 
 
-class _Lanes:
-    """Run guests' libvirt work on one shared thread pool, at most a few per host at once.
-
-    ``batches`` yields whatever finished since the last batch, so the caller (the only thread that touches
-    the database) commits several guests in one short transaction when they finish together. The threads
-    are the process's call pool (hosts.libvirt.pools): the work is leaf libvirt calls.
-    """
-
-    def __init__(self, work: Callable[[_HostRun, ChangeTarget], Outcome]) -> None:
-        self._work = work
-        self._waiting: dict[_HostRun, list[ChangeTarget]] = {}
-        self._running: dict[Future[Outcome], Work] = {}
-        self._in_flight: dict[_HostRun, int] = {}
-        self.left: dict[_HostRun, int] = {}
-
-    def add(self, run: _HostRun, targets: list[ChangeTarget]) -> None:
-        self._waiting[run] = list(reversed(targets))  # popped from the end, in order
-        self._in_flight[run] = 0
-        self.left[run] = len(targets)
-
-    def _feed(self, run: _HostRun) -> None:
-        waiting = self._waiting[run]
-        while waiting and self._in_flight[run] < IN_FLIGHT_PER_HOST:
-            target = waiting.pop()
-            self._in_flight[run] += 1
-            self._running[pools.call_pool().submit(self._work, run, target)] = (run, target)
-
-    @property
-    def running(self) -> bool:
-        """Whether some guest's work still runs: another batch will come."""
-        return bool(self._running)
-
-    def batches(self, every: float = 0.0) -> Iterator[list[tuple[_HostRun, ChangeTarget, Outcome]]]:
-        """Yield what finished, at most one batch per ``every`` seconds (the last one at once)."""
-        for run in self._waiting:
-            self._feed(run)
-        batch: list[tuple[_HostRun, ChangeTarget, Outcome]] = []
-        last = time.monotonic()
-        while self._running:
-            timeout = max(0.0, last + every - time.monotonic()) if batch else None
-            done, _pending = wait(self._running, timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                run, target = self._running.pop(future)
-                self._in_flight[run] -= 1
-                self.left[run] -= 1
-                batch.append((run, target, future.result()))
-            for run in {run for run, _t, _o in batch}:
-                self._feed(run)  # at once: the lanes stay full while the batch waits
-            if batch and (not self._running or time.monotonic() - last >= every):
-                yield batch
-                batch, last = [], time.monotonic()
-
-
-def _open(run: _HostRun) -> HostSession | VirtError:
-    try:
-        return HostSession(run.job.host.uri)
-    except VirtError as exc:
-        return exc
+def _open_all(runs: list[_HostRun]) -> list[HostSession | VirtError]:
+    """Open every run's host session at once, each within the open deadline plus one call (its CPU map)."""
+    seconds = deadlines.open_seconds() + deadlines.call_seconds()
+    started, began = time.monotonic(), time.time()
+    futures = [pools.call_pool().submit(_open, run) for run in runs]
+    sessions: list[HostSession | VirtError] = []
+    for run, future in zip(runs, futures, strict=True):
+        try:
+            sessions.append(deadlines.wait(future, started + seconds - time.monotonic(), run.job.host.name))
+        except HostTimeout as exc:
+            connection.mark_stuck(run.job.host.uri, future, began)
+            sessions.append(exc)
+        except VirtError as exc:
+            sessions.append(exc)
+    return sessions
 
 
 def _unreachable(run: _HostRun, reason: str) -> None:
@@ -162,6 +126,8 @@ def _unreachable(run: _HostRun, reason: str) -> None:
                     restore_error="the guest may be half-changed; roll back once the host answers",
                 )
                 target_event(target, AuditEvent.Action.CHANGE_FAILED, unreachable).save()
+            elif run.settling:
+                continue  # stays unknown: the next time the host answers settles it
             elif not run.applying and target.status in ChangeTarget.ROLLBACKABLE and target.before:
                 save_fields(target, restore_error=f"Rollback failed: {unreachable}")
         _jobs_done([run.job.pk])
@@ -181,9 +147,10 @@ def _snapshot_phase(runs: list[_HostRun]) -> None:
     A live change's guests usually need nothing here: the re-plan's read is their snapshot and they were
     marked applying with their job (see change_requests.start_change_request).
     """
-    lanes = _Lanes(_snapshot)
+    lanes: Lanes[_HostRun] = Lanes(_snapshot)
     for run in runs:
-        lanes.add(run, [t for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is None])
+        wanted = [t for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before is None]
+        lanes.add(run, wanted, seconds=run.seconds, host=run.job.host.name, uri=run.job.host.uri)
     taken = [item for batch in lanes.batches() for item in batch]
     starting = [t for run in runs for t in run.targets if t.status == ChangeTarget.Status.PLANNED and t.before]
     if not taken and not starting:
@@ -207,8 +174,24 @@ def _snapshot(run: _HostRun, target: ChangeTarget) -> Outcome:
 
 
 def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
-    one = apply_guest if run.applying else rollback_guest
+    one = apply_guest if run.applying else settle_guest if run.settling else rollback_guest
     return one(run.connected, target, run.scopes)
+
+
+def _record(run: _HostRun, target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    one = record_applied if run.applying else record_settled if run.settling else record_rolled_back
+    return one(target, outcome)
+
+
+def _wanted(run: _HostRun) -> list[ChangeTarget]:
+    """The guests a run writes: those marked applying, those left unknown, or those a rollback restores."""
+    if run.applying:
+        statuses: tuple[str, ...] = (ChangeTarget.Status.APPLYING,)
+    elif run.settling:
+        statuses = (ChangeTarget.Status.UNKNOWN,)
+    else:
+        statuses = ChangeTarget.ROLLBACKABLE
+    return [t for t in run.targets if t.status in statuses and t.before]
 
 
 def _finish(runs: list[_HostRun]) -> None:
@@ -222,22 +205,21 @@ def _run(runs: list[_HostRun]) -> None:
     """Apply or roll back the claimed jobs: hosts in parallel, this thread alone writing to the database."""
     markers: list[Marker] = []
     changed: list[tuple[ChangeTarget, DomainFacts]] = []
-    for run, session in zip(runs, pools.call_pool().map(_open, runs), strict=True):
+    for run, session in zip(runs, _open_all(runs), strict=True):
         if isinstance(session, VirtError):
             _unreachable(run, session.message)
         else:
             run.session = session
     reachable = [run for run in runs if run.session is not None]
     _snapshot_phase([run for run in reachable if run.applying])
-    lanes = _Lanes(_work)
+    lanes: Lanes[_HostRun] = Lanes(_work)
     for run in reachable:
-        wanted = (ChangeTarget.Status.APPLYING,) if run.applying else ChangeTarget.ROLLBACKABLE
-        lanes.add(run, [t for t in run.targets if t.status in wanted and t.before])
+        lanes.add(run, _wanted(run), seconds=run.seconds, host=run.job.host.name, uri=run.job.host.uri)
     finished = False
     for batch in lanes.batches(every=COMMIT_EVERY_SECONDS):
         now = timezone.now()
         with transaction.atomic():
-            records = [(record_applied if run.applying else record_rolled_back)(t, o) for run, t, o in batch]
+            records = [_record(run, t, o) for run, t, o in batch]
             write_records(records)
             markers += [record.marker for record in records if record.marker is not None]
             changed += [(record.target, record.now) for record in records if record.now is not None]

@@ -42,6 +42,10 @@ class Outcome:
     guest: DomainFacts | None = None  # the guest as read: a snapshot taken, or its state after the change
     error: str = ""
     restore_error: str = ""
+    # The host stopped answering once writes may have been sent: what the guest holds is not known.
+    unknown: bool = False
+    # Nothing was sent to the guest (its host's deadline passed before its turn).
+    untouched: bool = False
 
 
 def snapshot_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
@@ -68,8 +72,20 @@ def apply_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, .
         if problems:
             raise VerifyError("; ".join(problems))
         return Outcome(True, after)
-    except (VirtError, VerifyError) as exc:
-        error = exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}"
+    except VirtError as exc:
+        if exc.unresponsive or not session.alive():
+            # The host stopped answering: a restore would not reach it either. It is verified (and settled)
+            # the next time the host answers.
+            return Outcome(False, error=exc.message, unknown=True)
+        error = exc.message
+    except VerifyError as exc:
+        error = f"verification failed: {exc}"
+    return _restore_after(session, target, scopes, error)
+
+
+def _restore_after(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...], error: str) -> Outcome:
+    """Put back what the change touched after it failed, and say whether that worked."""
+    uuid = str(target.domain_uuid)
     restore_error = ""
     try:
         session.restore(uuid, undo_snapshot(target), scopes)
@@ -93,3 +109,22 @@ def rollback_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str
         return Outcome(True, now)
     except (VirtError, VerifyError) as exc:
         return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")
+
+
+def settle_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
+    """Settle a guest left unknown when its host stopped answering mid-change, now that it answers.
+
+    If the guest holds everything the change wanted, the change took effect: it is recorded applied.
+    Otherwise it is put back as its snapshot found it, like any guest whose change failed.
+    """
+    uuid = str(target.domain_uuid)
+    try:
+        now = session.read_guest(uuid, scopes, with_affinity="vcpupin" in target.desired)
+    except VirtError as exc:
+        return Outcome(False, error=exc.message, unknown=True)
+    problems = verify(target.desired, now, scopes)
+    if not problems:
+        return Outcome(True, now)
+    return _restore_after(
+        session, target, scopes, "found half-changed when its host answered again: " + "; ".join(problems)
+    )

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from hosts.models import ApplyJob, ChangeRequest, Host
+from hosts.models import ApplyJob, ChangeRequest, ChangeTarget, Host
 
 # A running job renews its lease after every batch of guests; one that stops renewing for this long is reclaimed.
 JOB_LEASE_SECONDS = 60
@@ -112,3 +112,19 @@ def claim_jobs(job_ids: Sequence[int], lease_seconds: int) -> tuple[list[ApplyJo
     for job in claimed:
         job.status, job.claimed_at, job.claimed_by, job.attempts = ApplyJob.Status.RUNNING, now, me, job.attempts + 1
     return claimed, busy
+
+
+@transaction.atomic
+def create_settle_jobs(host_id: int) -> list[int]:
+    """Queue settling the guests of this host that a change left unknown (its host stopped answering
+    mid-write): one job per change request, unless one is waiting already. Returns the new jobs' ids."""
+    unknown = ChangeTarget.objects.filter(host_id=host_id, status=ChangeTarget.Status.UNKNOWN)
+    cr_ids = set(unknown.values_list("change_request_id", flat=True))
+    if not cr_ids:
+        return []
+    waiting = ApplyJob.objects.filter(host_id=host_id, kind=ApplyJob.Kind.SETTLE, change_request_id__in=cr_ids)
+    cr_ids -= set(waiting.exclude(status=ApplyJob.Status.DONE).values_list("change_request_id", flat=True))
+    jobs = ApplyJob.objects.bulk_create(
+        ApplyJob(change_request_id=cr_id, host_id=host_id, kind=ApplyJob.Kind.SETTLE) for cr_id in sorted(cr_ids)
+    )
+    return [job.pk for job in jobs]

@@ -53,6 +53,7 @@ def set_fields(target: ChangeTarget, **fields: Any) -> tuple[str, ...]:
 
 
 def record_applied(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    """What an apply's outcome writes for one guest: applied, unknown (host gone mid-write), or failed."""
     if outcome.ok and outcome.guest is not None:
         after = public_snapshot(outcome.guest.snapshot_json())
         fields = set_fields(target, after=after, status=ChangeTarget.Status.APPLIED, finished_at=timezone.now())
@@ -60,17 +61,51 @@ def record_applied(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
             target, AuditEvent.Action.CHANGE_APPLIED, before=public_snapshot(target.before), after=after
         )
         return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "applied"))
-    status = ChangeTarget.Status.RESTORE_FAILED if outcome.restore_error else ChangeTarget.Status.FAILED
-    message = f"Applying failed: {outcome.error}. " + (
-        f"Restoring it failed too: {outcome.restore_error}"
-        if outcome.restore_error
-        else "It was restored to its snapshot."
-    )
+    if outcome.unknown:
+        message = (
+            f"Its host stopped answering while it was being changed ({outcome.error}); whether it holds the change "
+            "is not known. It is verified, and settled, the next time the host answers."
+        )
+        fields = set_fields(target, status=ChangeTarget.Status.UNKNOWN, error=message, finished_at=timezone.now())
+        event = target_event(target, AuditEvent.Action.CHANGE_UNKNOWN, message, before=public_snapshot(target.before))
+        return GuestRecord(target, fields, event)
+    return _record_failed(target, outcome, "Applying failed")
+
+
+def _record_failed(target: ChangeTarget, outcome: Outcome, what: str) -> GuestRecord:
+    if outcome.untouched:
+        status, message = ChangeTarget.Status.FAILED, f"{outcome.error}. It was not changed."
+    elif outcome.restore_error:
+        status = ChangeTarget.Status.RESTORE_FAILED
+        message = f"{what}: {outcome.error}. Restoring it failed too: {outcome.restore_error}"
+    else:
+        status, message = ChangeTarget.Status.FAILED, f"{what}: {outcome.error}. It was restored to its snapshot."
+    error = message if outcome.untouched else outcome.error
     fields = set_fields(
-        target, status=status, error=outcome.error, restore_error=outcome.restore_error, finished_at=timezone.now()
+        target, status=status, error=error, restore_error=outcome.restore_error, finished_at=timezone.now()
     )
     event = target_event(target, AuditEvent.Action.CHANGE_FAILED, message, before=public_snapshot(target.before))
     return GuestRecord(target, fields, event)
+
+
+def record_settled(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    """What settling a guest left unknown writes: applied after all, restored, or still unknown."""
+    if outcome.unknown:
+        fields = set_fields(target, error=f"{target.error} Still not verified: {outcome.error}")
+        return GuestRecord(target, fields, target_event(target, AuditEvent.Action.CHANGE_UNKNOWN, outcome.error))
+    if outcome.ok and outcome.guest is not None:
+        after = public_snapshot(outcome.guest.snapshot_json())
+        message = "Verified when its host answered again: it holds the change."
+        fields = set_fields(
+            target, after=after, status=ChangeTarget.Status.APPLIED, error="", finished_at=timezone.now()
+        )
+        event = target_event(
+            target, AuditEvent.Action.CHANGE_SETTLED, message, before=public_snapshot(target.before), after=after
+        )
+        return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "applied"))
+    record = _record_failed(target, outcome, "Settled when its host answered again")
+    record.event.action = AuditEvent.Action.CHANGE_SETTLED
+    return record
 
 
 def record_rolled_back(target: ChangeTarget, outcome: Outcome) -> GuestRecord:

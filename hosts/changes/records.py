@@ -52,13 +52,23 @@ def finish_change_request(cr_id: int) -> None:
             cr.status = ChangeRequest.Status.ROLLED_BACK if restored else cr.status
             cr.status_message = "Rolled back." if restored else "Some guests could not be rolled back; see below."
         else:
-            applied = statuses.count(S.APPLIED)
-            if applied == len(statuses):
-                cr.status, cr.status_message = ChangeRequest.Status.APPLIED, "Every guest changed and verified."
-            elif applied:
-                cr.status = ChangeRequest.Status.PARTIALLY_APPLIED
-                cr.status_message = f"{applied} of {len(statuses)} guests changed; the others are unchanged."
-            else:
-                cr.status, cr.status_message = ChangeRequest.Status.FAILED, "No guest was changed; see below."
+            cr.status, cr.status_message = _apply_verdict(statuses)
         cr.finished_at = timezone.now()
         cr.save(update_fields=["status", "status_message", "finished_at"])
+
+
+def _apply_verdict(statuses: list[str]) -> tuple[str, str]:
+    """A finished apply's status and message from its guests' statuses."""
+    S = ChangeTarget.Status
+    applied, unknown = statuses.count(S.APPLIED), statuses.count(S.UNKNOWN)
+    if applied == len(statuses):
+        return ChangeRequest.Status.APPLIED, "Every guest changed and verified."
+    if not applied and not unknown:
+        return ChangeRequest.Status.FAILED, "No guest was changed; see below."
+    message = f"{applied} of {len(statuses)} guests changed; the others are unchanged."
+    if unknown:
+        message = (
+            f"{applied} of {len(statuses)} guests changed; {unknown} unknown (their host stopped answering "
+            "mid-change: they are verified when it answers again); the others are unchanged."
+        )
+    return ChangeRequest.Status.PARTIALLY_APPLIED, message

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from hosts.changes.jobs import JOB_LEASE_SECONDS, create_jobs
 from hosts.changes.records import fail_target, finish_change_request, record_request_event
-from hosts.inventory import HostRead, begin_reading_hosts, store_reads
+from hosts.inventory import HostRead, SyncResult, begin_reading_hosts, hosts_due_for_sync, store_reads
 from hosts.libvirt.facts import DomainFacts
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain
 from hosts.models.rows import update_rows
@@ -70,13 +70,16 @@ def start_change_request(cr_id: int) -> Started:
     scopes = SCOPE_PARTS[cr.scope]
     targets = list(cr.targets.select_related("host"))
     host_ids = sorted({t.host_id for t in targets})
+    # A host known not to answer (waiting out its retry delay) is not read: its guests fail at once, unchanged,
+    # instead of holding the others back for its deadline.
+    readable = hosts_due_for_sync(host_ids)
 
     def begin_reading() -> Callable[[], list[HostRead]]:
         # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
-        return begin_reading_hosts(host_ids, light=True, keep_config="config" in scopes)
+        return begin_reading_hosts(readable, light=True, keep_config="config" in scopes)
 
     # The reads start before the claim below and run while it commits; if it is lost, they are wasted.
-    reading = begin_reading() if cr.status == ChangeRequest.Status.SCHEDULED and host_ids else None
+    reading = begin_reading() if cr.status == ChangeRequest.Status.SCHEDULED and readable else None
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
             status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
@@ -89,7 +92,7 @@ def start_change_request(cr_id: int) -> Started:
             return Started()
         unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
-    if reading is None and host_ids:  # approved between the look above and the claim
+    if reading is None and readable:  # approved between the look above and the claim
         reading = begin_reading()
     answered = reading() if reading is not None else []
     with transaction.atomic():
@@ -101,26 +104,39 @@ def start_change_request(cr_id: int) -> Started:
         _record_unavailable(targets, unavailable)
         reachable = sorted({t.host_id for t in targets if t.pk not in unavailable})
         jobs, busy_hosts = create_jobs(cr, reachable, JOB_LEASE_SECONDS)
-        # The change touches only what this read just saw: it is each guest's snapshot, stored with the jobs,
-        # so the worker writes without reading every guest again. A guest whose host is busy is read again
-        # once its job is claimed: by then this read is old.
-        read = {(r.host_id, f.uuid): f for r in synced if r.inventory for f in r.inventory.domains}
-        now = timezone.now()
-        starting = []
-        for t in targets:
-            facts = read.get((t.host_id, str(t.domain_uuid)))
-            if t.pk in unavailable or t.host_id in busy_hosts or not _snapshot_holds(facts, scopes):
-                continue
-            t.before = facts.snapshot_json()
-            t.status, t.started_at = ChangeTarget.Status.APPLYING, now
-            starting.append(t)
-        update_rows(starting, ["before", "status", "started_at"])
+        _store_snapshots(targets, synced, scopes, skip_targets=set(unavailable), skip_hosts=busy_hosts)
     if not jobs:
         finish_change_request(cr.pk)
     return Started(
         claimed=[job for job in jobs if job.host_id not in busy_hosts],
         waiting=[job.pk for job in jobs if job.host_id in busy_hosts],
     )
+
+
+def _store_snapshots(
+    targets: list[ChangeTarget],
+    synced: list[SyncResult],
+    scopes: tuple[str, ...],
+    *,
+    skip_targets: set[int],
+    skip_hosts: set[int],
+) -> None:
+    """Store the re-plan's read as each guest's snapshot and mark the guest applying.
+
+    The change touches only what this read just saw, so the worker writes without reading every guest
+    again. A guest whose host is busy is read again once its job is claimed: by then this read is old.
+    """
+    read = {(r.host_id, f.uuid): f for r in synced if r.inventory for f in r.inventory.domains}
+    now = timezone.now()
+    starting = []
+    for t in targets:
+        facts = read.get((t.host_id, str(t.domain_uuid)))
+        if t.pk in skip_targets or t.host_id in skip_hosts or not _snapshot_holds(facts, scopes):
+            continue
+        t.before = facts.snapshot_json()
+        t.status, t.started_at = ChangeTarget.Status.APPLYING, now
+        starting.append(t)
+    update_rows(starting, ["before", "status", "started_at"])
 
 
 def _snapshot_holds(facts: DomainFacts | None, scopes: tuple[str, ...]) -> TypeGuard[DomainFacts]:

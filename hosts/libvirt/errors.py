@@ -32,9 +32,15 @@ _TRANSIENT_CODES = {
 
 
 class VirtError(Exception):
-    """A libvirt failure, told in plain words; ``permanent`` says whether retrying can help."""
+    """A libvirt failure, told in plain words.
+
+    ``permanent`` says whether retrying can help (a sync of a host that refused for a permanent reason is
+    retried only at the normal interval); ``unresponsive`` says the host did not answer at all (it hangs,
+    or something that is not libvirt holds its port), which the inventory shows apart from "down".
+    """
 
     permanent = True
+    unresponsive = False
 
     def __init__(self, message: str, *, code: int | None = None, detail: str = "") -> None:
         super().__init__(message)
@@ -47,6 +53,12 @@ class TransientVirtError(VirtError):
     """The host is unreachable or the connection dropped: retry later."""
 
     permanent = False
+
+
+class HostTimeout(TransientVirtError):
+    """The host did not answer within its deadline; the call may still be stuck inside libvirt."""
+
+    unresponsive = True
 
 
 class PermanentVirtError(VirtError):
@@ -65,5 +77,8 @@ def translate_error(exc: libvirt.libvirtError, uri: str = "") -> VirtError:
     words = "the connection to the host was lost" if lost else _PLAIN_WORDS.get(code, "libvirt failed")
     where = f" ({uri})" if uri else ""
     message = f"{words}{where}: {detail}" if detail else f"{words}{where}"
+    if "keepalive" in detail.lower():
+        # libvirt closed the connection because the host stopped answering its keepalive probes: it hangs.
+        return HostTimeout(f"the host stopped answering{where}: {detail}", code=code, detail=detail)
     cls = TransientVirtError if lost or code in _TRANSIENT_CODES else PermanentVirtError
     return cls(message, code=code, detail=detail)

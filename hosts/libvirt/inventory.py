@@ -38,6 +38,32 @@ VCPU_STATES = {
 }
 
 
+def _config_part(
+    rt: RoundTrips, dom: libvirt.virDomain, host_cpus: frozenset[int], keep_xml: bool
+) -> tuple[Tuning | None, dict[str, Any], str | None]:
+    """Read a guest's persistent config: its tuning, its vCPU facts and (if ``keep_xml``) its secure XML.
+
+    A transient guest has no persistent config: its tuning is then None.
+    """
+    try:
+        sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | (libvirt.VIR_DOMAIN_XML_SECURE if keep_xml else 0)
+        xml = rt.call(dom.XMLDesc, flags)
+    except PermanentVirtError as exc:
+        if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise
+        return None, {}, None
+    tuning, facts = tuning_from_xml(xml, sched, host_cpus)
+    return tuning, facts, xml if keep_xml else None
+
+
+def _affinity_part(rt: RoundTrips, dom: libvirt.virDomain) -> tuple[dict[int, str], dict[int, str]]:
+    """Where each vCPU thread may really run (the kernel's affinity), and each vCPU's state."""
+    info, cpumaps = rt.call(dom.vcpus)
+    affinity = {n: format_cpulist(cpumap_to_cpus(cpumap)) for (n, *_rest), cpumap in zip(info, cpumaps, strict=True)}
+    return affinity, {n: VCPU_STATES.get(vstate, str(vstate)) for n, vstate, *_rest in info}
+
+
 def _domain_facts(
     rt: RoundTrips,
     dom: libvirt.virDomain,
@@ -54,36 +80,15 @@ def _domain_facts(
     skips the vCPU threads' affinity (``affinity`` is then None), which only a vCPU pin can change.
     ``keep_config_xml`` reads the config with its secrets and keeps that XML (for a snapshot).
     """
-    active = state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
-    persistent = True
-    config: Tuning | None = None
-    config_xml: str | None = None
-    facts: dict[str, Any] = {}
-    if with_config:
-        try:
-            config_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-            flags = libvirt.VIR_DOMAIN_XML_INACTIVE | (libvirt.VIR_DOMAIN_XML_SECURE if keep_config_xml else 0)
-            xml = rt.call(dom.XMLDesc, flags)
-            config, facts = tuning_from_xml(xml, config_sched, host_cpus)
-            config_xml = xml if keep_config_xml else None
-        except PermanentVirtError as exc:
-            if exc.code != libvirt.VIR_ERR_OPERATION_INVALID:
-                raise
-            persistent = False  # a transient guest has no persistent config
+    config, facts, config_xml = _config_part(rt, dom, host_cpus, keep_config_xml) if with_config else (None, {}, None)
+    persistent = config is not None or not with_config
     live: Tuning | None = None
     affinity: dict[int, str] | None = {}
     vcpu_states: dict[int, str] = {}
-    if active:
+    if state_code not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
         live_sched = rt.call(dom.schedulerParametersFlags, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         live, facts = tuning_from_xml(rt.call(dom.XMLDesc, 0), live_sched, host_cpus)
-        if with_affinity:
-            info, cpumaps = rt.call(dom.vcpus)
-            affinity = {
-                n: format_cpulist(cpumap_to_cpus(cpumap)) for (n, *_rest), cpumap in zip(info, cpumaps, strict=True)
-            }
-            vcpu_states = {n: VCPU_STATES.get(vstate, str(vstate)) for n, vstate, *_rest in info}
-        else:
-            affinity = None
+        affinity, vcpu_states = _affinity_part(rt, dom) if with_affinity else (None, {})
     return DomainFacts(
         uuid=dom.UUIDString(),
         name=dom.name(),
@@ -101,7 +106,67 @@ def _domain_facts(
     )
 
 
-def fetch_inventory(uri: str, *, light: bool = False, keep_config: bool = False) -> Inventory:
+Record = tuple[libvirt.virDomain, dict[str, Any]]
+
+
+def _read_host(rt: RoundTrips, conn: libvirt.virConnect, light: bool) -> tuple[HostFacts, int, list[Record]]:
+    """Ask the host-wide questions together: the CPU map and every guest's state, and unless ``light`` the
+    host's identity and topology (a light read keeps what the caller already knows)."""
+    pool = pools.call_pool()
+    asked = {
+        "cpumap": pool.submit(rt.call, conn.getCPUMap),
+        "records": pool.submit(rt.call, conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0),
+    }
+    if not light:
+        asked["capabilities"] = pool.submit(rt.call, conn.getCapabilities)
+        asked["hostname"] = pool.submit(rt.call, conn.getHostname)
+        asked["libvirt"] = pool.submit(rt.call, conn.getLibVersion)
+        asked["hypervisor"] = pool.submit(rt.call, conn.getVersion)
+    ncpus, cpumap, _online_count = asked["cpumap"].result()
+    online = cpumap_to_cpus(cpumap)
+    host = HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model="", cells=(), online=online)
+    if not light:
+        topology = parse_capabilities(asked["capabilities"].result(), online)
+        host = dataclasses.replace(
+            host,
+            hostname=asked["hostname"].result(),
+            libvirt_version=version_text(asked["libvirt"].result()),
+            hypervisor_version=version_text(asked["hypervisor"].result()),
+            cpu_model=topology.cpu_model,
+            cells=topology.cells,
+        )
+    return host, ncpus, asked["records"].result()
+
+
+def _read_guests(
+    rt: RoundTrips, records: list[Record], online: frozenset[int], *, light: bool, keep_config: bool
+) -> list[DomainFacts]:
+    """Read every guest, a few in flight at once on the one connection (libvirtd allows 5 per client)."""
+
+    def read(record: Record) -> DomainFacts | None:
+        dom, stats = record
+        try:
+            state = int(stats.get("state.state", 0))
+            running = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+            return _domain_facts(
+                rt,
+                dom,
+                state,
+                online,
+                with_config=keep_config or not (light and running),
+                with_affinity=not light,
+                keep_config_xml=keep_config,
+            )
+        except PermanentVirtError as exc:
+            if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            log.info("guest %s vanished during the read of %s", dom.name(), rt.uri)
+            return None
+
+    return [facts for facts in pools.bounded_map(read, records, IN_FLIGHT_PER_CONNECTION) if facts is not None]
+
+
+def fetch_inventory(uri: str, *, name: str = "", light: bool = False, keep_config: bool = False) -> Inventory:
     """Read a host's facts, topology and every guest with its tuning, in as few round trips as libvirt allows.
 
     Per host: capabilities, CPU map, versions, hostname, and one bulk state call listing every guest.
@@ -112,66 +177,18 @@ def fetch_inventory(uri: str, *, light: bool = False, keep_config: bool = False)
     change needs, and what its snapshot holds); its config and affinity are then None. Of the host it reads
     only which CPUs are online: name, versions and topology are left blank, and the caller keeps what it
     knew. ``keep_config=True`` also reads every guest's config, with its secrets, and keeps its XML (what
-    re-planning and snapshotting a change of the persistent config needs).
+    re-planning and snapshotting a change of the persistent config needs). ``name`` names the host in errors.
     """
     started = time.perf_counter()
-    conn = connect(uri)
+    conn = connect(uri, name=name)
     rt = RoundTrips(uri)
-    pool = pools.call_pool()
     try:
-        # The host-wide questions go out together; a light read keeps the host's identity it already knows.
-        asked = {
-            "cpumap": pool.submit(rt.call, conn.getCPUMap),
-            "records": pool.submit(rt.call, conn.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_STATE, 0),
-        }
-        if not light:
-            asked["capabilities"] = pool.submit(rt.call, conn.getCapabilities)
-            asked["hostname"] = pool.submit(rt.call, conn.getHostname)
-            asked["libvirt"] = pool.submit(rt.call, conn.getLibVersion)
-            asked["hypervisor"] = pool.submit(rt.call, conn.getVersion)
-        ncpus, cpumap, _online_count = asked["cpumap"].result()
-        online = cpumap_to_cpus(cpumap)
-        if light:
-            host = HostFacts(hostname="", libvirt_version="", hypervisor_version="", cpu_model="", cells=())
-        else:
-            topology = parse_capabilities(asked["capabilities"].result(), online)
-            host = HostFacts(
-                hostname=asked["hostname"].result(),
-                libvirt_version=version_text(asked["libvirt"].result()),
-                hypervisor_version=version_text(asked["hypervisor"].result()),
-                cpu_model=topology.cpu_model,
-                cells=topology.cells,
-            )
-        host = dataclasses.replace(host, online=online)
-        records = asked["records"].result()
+        host, ncpus, records = _read_host(rt, conn, light)
         with _lock:
             _seen[uri] = _Seen(
-                conn, ncpus, online, {dom.UUIDString(): dom for dom, _stats in records}, time.monotonic()
+                conn, ncpus, host.online, {dom.UUIDString(): dom for dom, _stats in records}, time.monotonic()
             )
-
-        def read(record: tuple[libvirt.virDomain, dict[str, Any]]) -> DomainFacts | None:
-            dom, stats = record
-            try:
-                state = int(stats.get("state.state", 0))
-                running = state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
-                return _domain_facts(
-                    rt,
-                    dom,
-                    state,
-                    online,
-                    with_config=keep_config or not (light and running),
-                    with_affinity=not light,
-                    keep_config_xml=keep_config,
-                )
-            except PermanentVirtError as exc:
-                if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                log.info("guest %s vanished during sync of %s", dom.name(), uri)
-                return None
-
-        # A few guests' reads in flight at once on the one connection (libvirtd's default allows 5 per client).
-        read_all = pools.bounded_map(read, records, IN_FLIGHT_PER_CONNECTION)
-        domains = [facts for facts in read_all if facts is not None]
+        domains = _read_guests(rt, records, host.online, light=light, keep_config=keep_config)
     except TransientVirtError:
         disconnect(uri)
         raise

@@ -50,9 +50,9 @@ class HostSession:
     the apply engine keeps a few guests of one host in flight.
     """
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, name: str = "") -> None:
         self.uri = uri
-        self.conn = connect(uri)
+        self.conn = connect(uri, name=name)
         self.rt = RoundTrips(uri)
         with _lock:
             seen = _seen.get(uri)
@@ -65,6 +65,13 @@ class HostSession:
             self.online = cpumap_to_cpus(cpumap)
         self._domains: dict[str, libvirt.virDomain] = {}
         self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        """Whether the connection still stands (a local check: no round trip)."""
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
 
     def domain(self, uuid: str) -> libvirt.virDomain:
         with self._lock:

@@ -51,13 +51,13 @@ def _host_cpu_counters(rt: RoundTrips, conn: libvirt.virConnect, cpu_ids: tuple[
     return result
 
 
-def fetch_cpu_stats(uri: str, host_cpu_ids: tuple[int, ...] = ()) -> StatsSample:
+def fetch_cpu_stats(uri: str, host_cpu_ids: tuple[int, ...] = (), *, name: str = "") -> StatsSample:
     """Read every running guest's CPU counters in one bulk call, then each listed host CPU's counters.
 
     This is the collector's whole per-tick cost on a host: one ``getAllDomainStats`` round trip for all
     guests plus one ``getCPUStats`` per host CPU.
     """
-    conn = connect(uri)
+    conn = connect(uri, name=name)
     rt = RoundTrips(uri)
     try:
         wall = time.time()

@@ -17,12 +17,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections
 
-from hosts.libvirt.errors import VirtError
+from hosts.libvirt import connection, deadlines
+from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import StatsSample
 from hosts.libvirt.stats import fetch_cpu_stats
 from hosts.live import history, push
@@ -64,17 +68,45 @@ class HostCollector:
     host_id: int
     uri: str
     publisher: push.Publisher
+    name: str = ""
     buckets: history.MinuteBuckets = field(default_factory=history.MinuteBuckets)
     prev: StatsSample | None = None
     prev_interval: float = 1.0
     failures: int = 0
     down_reason: str = ""
+    down_since: float = 0.0  # time.time() of the first failure in a row
     ticks: int = 0
     _guest_ids: dict[str, int] = field(default_factory=dict)
     _cpu_ids: tuple[int, ...] = ()
     _inventory_at: float = -1e9
     _emitted: set[str] = field(default_factory=set)
     _host_emitted: bool = False
+    # The host's libvirt calls run on a thread of their own, so a hung host costs this thread no more than the
+    # stats deadline per tick; while a call is stuck no other is started (one attempt in flight per host).
+    _caller: ThreadPoolExecutor | None = None
+    _pending: Future[StatsSample] | None = None
+    _pending_since: float = 0.0  # time.time() the stuck call began
+
+    def _fetch(self) -> StatsSample:
+        """Read the host's counters within the stats deadline, or say since when it has not answered."""
+        who = self.name or self.uri
+        if self._pending is not None and not self._pending.done():
+            since = datetime.fromtimestamp(self._pending_since).astimezone().strftime("%H:%M:%S %Z")
+            raise HostTimeout(f"{who} has not answered since {since}")
+        if self._caller is None:
+            self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stats-{self.host_id}")
+        self._pending = self._caller.submit(fetch_cpu_stats, self.uri, self._cpu_ids, name=self.name)
+        self._pending_since = time.time()
+        try:
+            return deadlines.wait(self._pending, float(settings.ISOWEB_STATS_TIMEOUT), who)
+        except HostTimeout:
+            connection.mark_stuck(self.uri, self._pending, self._pending_since)
+            raise
+
+    def close(self) -> None:
+        """Let go of the caller thread (a call stuck in it ends on its own)."""
+        if self._caller is not None:
+            self._caller.shutdown(wait=False, cancel_futures=True)
 
     def refresh_inventory(self, *, force: bool = False) -> None:
         """Reload which guest UUIDs are which chart ids, and the host's online CPUs, from the inventory."""
@@ -96,7 +128,7 @@ class HostCollector:
         self.refresh_inventory()
         fetched = time.monotonic()
         try:
-            sample = fetch_cpu_stats(self.uri, self._cpu_ids)
+            sample = self._fetch()
         except VirtError as exc:
             return self._failed(exc)
         started = time.thread_time()
@@ -187,8 +219,10 @@ class HostCollector:
         self._emitted, self._host_emitted = set(), False
         self.down_reason = exc.message
         if first:
+            # Told once (a chart opened later learns the host's state from the inventory as it connects).
             log.warning("host %s does not answer: %s", self.uri, exc.message)
-            text = push.status_text(push.HOST, self.host_id, up=False, reason=exc.message)
+            self.down_since = time.time()
+            text = push.status_text(push.HOST, self.host_id, up=False, reason=exc.message, since=self.down_since)
             messages = [(push.host_group(self.host_id), text)]
             messages += [(push.guest_group(i), text) for i in self._guest_ids.values()]
             try:
@@ -216,8 +250,15 @@ class Collector:
         self.watched_hosts: set[int] = set()
         self._threads: dict[int, tuple[threading.Thread, threading.Event]] = {}
 
-    def _host_loop(self, host_id: int, uri: str, stop: threading.Event) -> None:
-        collector = HostCollector(host_id=host_id, uri=uri, publisher=self.publisher)
+    def _host_loop(self, host_id: int, uri: str, name: str, stop: threading.Event) -> None:
+        collector = HostCollector(host_id=host_id, uri=uri, name=name, publisher=self.publisher)
+        try:
+            self._collect(collector, stop)
+        finally:
+            collector.close()
+
+    def _collect(self, collector: HostCollector, stop: threading.Event) -> None:
+        host_id, uri = collector.host_id, collector.uri
         phase = (host_id * PHASE_STEP) % 1.0
         last_tick = time.monotonic() - (1.0 - phase) * self.interval  # the first tick comes at its phase
         retry_at = 0.0
@@ -245,16 +286,16 @@ class Collector:
 
     def sync_hosts(self) -> None:
         """Start a thread for each new host and stop those of hosts removed from the inventory."""
-        hosts = dict(Host.objects.values_list("pk", "uri"))
+        hosts = {pk: (uri, name) for pk, uri, name in Host.objects.values_list("pk", "uri", "name")}
         for host_id, (thread, stop) in list(self._threads.items()):
             if host_id not in hosts or not thread.is_alive():
                 stop.set()
                 del self._threads[host_id]
-        for host_id, uri in hosts.items():
+        for host_id, (uri, name) in hosts.items():
             if host_id not in self._threads:
                 stop = threading.Event()
                 thread = threading.Thread(
-                    target=self._host_loop, args=(host_id, uri, stop), name=f"collect-{host_id}", daemon=True
+                    target=self._host_loop, args=(host_id, uri, name, stop), name=f"collect-{host_id}", daemon=True
                 )
                 self._threads[host_id] = (thread, stop)
                 thread.start()

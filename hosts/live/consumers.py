@@ -83,6 +83,7 @@ class ChartConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.watch_targets: list[tuple[str, int]] = meta.pop("watch")
+        host_down: str | None = meta.pop("host_down")
         self.group = push.group_name(self.kind, self.object_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -91,6 +92,8 @@ class ChartConsumer(AsyncWebsocketConsumer):
         frames = await sync_to_async(history.recent, thread_sensitive=False)(self.kind, self.object_id)
         hello = json.dumps({"type": "hello", "kind": self.kind, "id": self.object_id, **meta})
         await self.send(text_data=f'{hello[:-1]},"resolution":"{history.FULL}","frames":[{",".join(frames)}]}}')
+        if host_down is not None:
+            await self.send(text_data=host_down)
 
     async def _keep_watching(self) -> None:
         while True:
@@ -134,6 +137,15 @@ class ChartConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"type": "marker", **event["marker"]}))
 
 
+def _host_down(kind: str, object_id: int, host_id: int) -> str | None:
+    """The status message for a chart whose host the inventory knows to be down or not answering."""
+    host = Host.objects.filter(pk=host_id).values("status", "last_error", "status_since").first()
+    if host is None or host["status"] not in (Host.Status.DOWN, Host.Status.UNRESPONSIVE):
+        return None
+    since = host["status_since"].timestamp() if host["status_since"] else None
+    return push.status_text(kind, object_id, up=False, reason=host["last_error"], since=since)
+
+
 class HostChartConsumer(ChartConsumer):
     """A host's chart: each host CPU's busy %, and markers of its guests' changes."""
 
@@ -145,6 +157,7 @@ class HostChartConsumer(ChartConsumer):
             return None
         return {
             "name": host["name"],
+            "host_down": _host_down(self.kind, object_id, object_id),
             "markers": _markers(AuditEvent.objects.filter(domain__host_id=object_id)),
             "watch": [(push.HOST, object_id)],
         }
@@ -161,6 +174,7 @@ class GuestChartConsumer(ChartConsumer):
             return None
         return {
             "name": domain["name"],
+            "host_down": _host_down(self.kind, object_id, domain["host_id"]),
             "caps": current_caps(object_id) or {},
             "markers": _markers(AuditEvent.objects.filter(domain_id=object_id)),
             "watch": [(push.GUEST, object_id), (push.HOST, domain["host_id"])],

@@ -71,9 +71,12 @@ def frame_text(kind: str, object_id: int, frame_json: str) -> str:
     return f'{{"type":"frame","kind":"{kind}","id":{int(object_id)},"frame":{frame_json}}}'
 
 
-def status_text(kind: str, object_id: int, *, up: bool, reason: str = "") -> str:
-    """Return the message telling a chart its host stopped or resumed answering."""
-    return json.dumps({"type": "status", "kind": kind, "id": int(object_id), "up": up, "reason": reason[:300]})
+def status_text(kind: str, object_id: int, *, up: bool, reason: str = "", since: float | None = None) -> str:
+    """Return the message telling a chart its host stopped (since ``since``, epoch seconds) or resumed answering."""
+    message = {"type": "status", "kind": kind, "id": int(object_id), "up": up, "reason": reason[:300]}
+    if since:
+        message["since"] = round(since, 3)
+    return json.dumps(message)
 
 
 SENDS_IN_FLIGHT = 32  # group sends one publisher has in flight at once, across all its callers

@@ -44,6 +44,8 @@ class AuditEvent(models.Model):
         CHANGE_ABORTED = "change.aborted", "Change request failed before touching anything"
         CHANGE_ROLLBACK = "change.rollback", "Rollback requested"
         CHANGE_ROLLED_BACK = "change.rolled_back", "Guest rolled back"
+        CHANGE_UNKNOWN = "change.unknown", "Host stopped answering mid-change: guest to verify"
+        CHANGE_SETTLED = "change.settled", "Guest left unknown verified when its host answered"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

@@ -90,6 +90,7 @@ class ChangeTarget(models.Model):
         RESTORE_FAILED = "restore_failed", "Failed, restore failed too"
         SKIPPED = "skipped", "Not applied"
         ROLLED_BACK = "rolled_back", "Rolled back"
+        UNKNOWN = "unknown", "Unknown: the host stopped answering mid-change; verified when it answers"
 
     # Guests a rollback puts back: changed, or possibly half-changed.
     ROLLBACKABLE = (Status.APPLIED, Status.RESTORE_FAILED)
@@ -131,6 +132,7 @@ class ApplyJob(models.Model):
     class Kind(models.TextChoices):
         APPLY = "apply", "Apply"
         ROLLBACK = "rollback", "Roll back"
+        SETTLE = "settle", "Verify guests left unknown"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

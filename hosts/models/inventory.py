@@ -14,6 +14,7 @@ class Host(models.Model):
     class Status(models.TextChoices):
         UP = "up", "Up"
         DOWN = "down", "Down"
+        UNRESPONSIVE = "unresponsive", "Not answering"
         UNKNOWN = "unknown", "Unknown"
 
     class Transport(models.TextChoices):
@@ -26,10 +27,15 @@ class Host(models.Model):
     name = models.CharField(max_length=100, unique=True)
     uri = models.CharField("libvirt URI", max_length=500, unique=True)
     transport = models.CharField(max_length=10, choices=Transport.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNKNOWN)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last time the host answered.")
     last_sync_at = models.DateTimeField(null=True, blank=True, help_text="Last sync attempt.")
     last_error = models.TextField(blank=True, help_text="Why the last sync failed, in plain words.")
+    status_since = models.DateTimeField(null=True, blank=True, help_text="Since when the host has this status.")
+    failures = models.PositiveIntegerField(default=0, help_text="Syncs in a row that found the host down or hung.")
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="A host that does not answer is not synced again before this."
+    )
     hostname = models.CharField(max_length=255, blank=True)
     libvirt_version = models.CharField(max_length=32, blank=True)
     hypervisor_version = models.CharField(max_length=32, blank=True)

@@ -431,7 +431,8 @@
     } else if (msg.type === "caps") {
       this.caps = msg.caps || {};
     } else if (msg.type === "status") {
-      this.say(msg.up ? "" : "Host not answering: " + msg.reason + " (retrying; the chart shows a gap)");
+      var since = msg.since ? " since " + new Date(msg.since * 1000).toLocaleTimeString([], {timeZoneName: "short"}) : "";
+      this.say(msg.up ? "" : "Host not answering" + since + ": " + msg.reason + " (retrying; the chart shows a gap)");
       return;
     } else {
       return;
