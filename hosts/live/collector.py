@@ -29,7 +29,7 @@ from hosts.libvirt import connection, deadlines
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import StatsSample
 from hosts.libvirt.stats import fetch_cpu_stats
-from hosts.live import history, push
+from hosts.live import frames, history, push
 from hosts.live.rates import HostLoad, host_load
 from hosts.models import Domain, Host, HostCPU
 
@@ -55,10 +55,6 @@ class TickResult:
     fetch_seconds: float = 0.0  # the libvirt calls' wall time
     cpu_seconds: float = 0.0
     error: str = ""
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 @dataclass
@@ -159,13 +155,9 @@ class HostCollector:
         """Write the tick's frames to history (one pipeline) and return the messages for watched groups."""
         pipe = history.client().pipeline(transaction=False)
         trim = self.ticks % TRIM_EVERY_TICKS == 0
-        wall = round(load.wall, 3)
         series: list[tuple[str, int, str]] = []
 
-        host_frame: dict[str, Any] = {"t": wall, "i": sorted(load.cpus)}
-        host_frame["b"] = [_round(load.cpus[c]) for c in host_frame["i"]]
-        if not self._host_emitted:
-            host_frame["gap"] = 1
+        host_frame = frames.host_frame(load.wall, load.cpus, gap=not self._host_emitted)
         self._host_emitted = True
         series.append((push.HOST, self.host_id, self._add(pipe, push.HOST, self.host_id, host_frame, trim)))
 
@@ -174,17 +166,9 @@ class HostCollector:
             domain_id = self._guest_ids.get(uuid)
             if domain_id is None:
                 continue  # not in the inventory yet: the next sync adds it
-            numbers = sorted(guest.vcpu)
-            frame: dict[str, Any] = {
-                "t": wall,
-                "n": numbers,
-                "v": [_round(guest.vcpu[n]) for n in numbers],
-                "d": [_round(guest.delay.get(n)) for n in numbers],
-                "o": _round(guest.overhead),
-                "g": _round(guest.total),
-            }
-            if uuid not in self._emitted:
-                frame["gap"] = 1
+            frame = frames.guest_frame(
+                load.wall, guest.vcpu, guest.delay, guest.overhead, guest.total, gap=uuid not in self._emitted
+            )
             emitted.add(uuid)
             series.append((push.GUEST, domain_id, self._add(pipe, push.GUEST, domain_id, frame, trim)))
         if trim:

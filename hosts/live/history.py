@@ -7,7 +7,8 @@ layer), writes are pipelined (one round trip per host per tick), and a sorted se
 wall time answers "the last N seconds" with one ``ZRANGEBYSCORE``, survives page reloads and collector
 restarts, and is trimmed by time and by count so memory stays bounded: at most ``FULL_MAX_FRAMES`` +
 ``MINUTE_MAX_FRAMES`` frames per guest or host, and a vanished guest's keys expire after a day.
-A frame is stored as the JSON text the websocket sends, so history goes out without re-encoding.
+A frame (its format: hosts/live/frames.py) is stored as the JSON text the websocket sends, so history goes
+out without re-encoding.
 Losing Redis loses the charts' past, never anything the product relies on.
 
 Downsampling happens in the collector (:class:`MinuteBuckets`): the minute in progress is lost if the
@@ -26,6 +27,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from hosts.live import frames
+
 FULL = "1s"
 MINUTE = "1m"
 FULL_SECONDS = 16 * 60
@@ -35,9 +38,9 @@ MINUTE_MAX_FRAMES = 1600
 KEY_TTL_SECONDS = MINUTE_SECONDS
 RESOLUTIONS = {FULL: (FULL_SECONDS, FULL_MAX_FRAMES), MINUTE: (MINUTE_SECONDS, MINUTE_MAX_FRAMES)}
 
-# Frame fields: per-item lists keyed by an id list, and scalars.
-_KEYED_FIELDS = {"n": ("v", "d"), "i": ("b",)}
-_SCALAR_FIELDS = ("o", "g")
+# Frame fields (hosts/live/frames.py): per-item lists keyed by an id list, and scalars.
+_KEYED_FIELDS = frames.KEYED_FIELDS
+_SCALAR_FIELDS = frames.SCALAR_FIELDS
 
 _client_lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}

@@ -1,0 +1,46 @@
+"""One frame format for the collector, the history and the browser (documented in hosts/live/frames.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from django.conf import settings
+
+from hosts.live import frames
+from hosts.live.history import MinuteBuckets
+
+EXAMPLE = json.loads((Path(settings.BASE_DIR) / "static/js/frame-format.json").read_text())
+CHARTS_JS = (Path(settings.BASE_DIR) / "static/js/charts.js").read_text()
+
+
+def test_the_shared_example_holds_exactly_the_documented_keys() -> None:
+    assert set(EXAMPLE["guest"]) - {frames.GAP} == frames.GUEST_KEYS
+    assert set(EXAMPLE["host"]) - {frames.GAP} == frames.HOST_KEYS
+    for ids, lists in frames.KEYED_FIELDS.items():
+        example = EXAMPLE["guest"] if ids in EXAMPLE["guest"] else EXAMPLE["host"]
+        assert all(len(example[name]) == len(example[ids]) for name in lists)
+
+
+def test_frames_built_by_the_collector_have_the_example_s_shape() -> None:
+    guest = frames.guest_frame(1.23456, {1: 5.04, 0: 97.55}, {0: 0.01}, 1.25, None, gap=True)
+    assert guest == {"t": 1.235, "n": [0, 1], "v": [97.5, 5.0], "d": [0.0, None], "o": 1.2, "g": None, "gap": 1}
+    assert set(guest) == set(EXAMPLE["guest"])
+    host = frames.host_frame(2.0, {3: 10.0, 0: 99.99})
+    assert host == {"t": 2.0, "i": [0, 3], "b": [100.0, 10.0]}
+    assert set(host) | {frames.GAP} == set(EXAMPLE["host"])
+
+
+def test_minute_buckets_keep_every_documented_field() -> None:
+    buckets = MinuteBuckets()
+    guest = {k: v for k, v in EXAMPLE["guest"].items() if k != frames.GAP}
+    buckets.add("guest", 1, {**guest, "t": 60.0})
+    finished = buckets.add("guest", 1, {**guest, "t": 120.0})
+    assert finished is not None and set(finished) >= frames.GUEST_KEYS
+
+
+def test_charts_js_reads_every_field_of_the_format() -> None:
+    """The browser side reads each key by name (f.v, f.n ...); a key renamed on one side only fails here."""
+    for key in sorted(frames.GUEST_KEYS | frames.HOST_KEYS | {frames.GAP}):
+        assert re.search(rf"\.{key}\b", CHARTS_JS), f"charts.js never reads frame key {key!r}"
