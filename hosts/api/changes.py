@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
+from kombu.exceptions import KombuError
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -26,6 +28,8 @@ from hosts.filters import ChangeRequestFilterSet
 from hosts.models import ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
 from hosts.validation import messages_by_field
 from hosts.vocabulary import public_snapshot
+
+log = logging.getLogger(__name__)
 
 
 class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
@@ -178,6 +182,13 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
             raise PermissionDenied(str(exc)) from exc
         except DjangoValidationError as exc:
             return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_409_CONFLICT)
+        except (KombuError, OSError) as exc:
+            # The decision is recorded (its transaction committed); only queueing the work failed. Beat finds
+            # approved requests and unclaimed rollback jobs in the database once the broker is back.
+            log.warning("CR-%s: recorded, but the task queue is unreachable: %s", cr.pk, exc)
+            body = self.get_serializer(self.get_queryset().get(pk=cr.pk)).data
+            warning = "The task queue (Redis) is unreachable; the work starts once it is back."
+            return Response({**body, "warning": warning}, headers={"Warning": f'199 isoweb "{warning}"'})
         return Response(self.get_serializer(self.get_queryset().get(pk=cr.pk)).data)
 
     @extend_schema(request=DecisionSerializer, responses={200: ChangeRequestSerializer})

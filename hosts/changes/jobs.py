@@ -74,12 +74,24 @@ def _live_holders(host_ids: Sequence[int] | set[int], lease_seconds: int) -> dic
     return {job.pk: job.host_id for job in running if _holder_alive(job, lease_seconds)}
 
 
+# A rollback job nobody claimed this long after it was asked for was never queued (the broker was down).
+NEVER_SENT_AFTER_SECONDS = 60
+
+
 def stalled_jobs(quiet_seconds: int) -> list[int]:
     """Jobs left running by nobody: their claimant died, or has not renewed the claim for ``quiet_seconds``
     (its task failed or hit its time limit, and a failed task is not redelivered). Handed to run_jobs
     again, they finish from the progress stored so far."""
     running = ApplyJob.objects.filter(status=ApplyJob.Status.RUNNING).order_by("pk")
-    return [job.pk for job in running if not _holder_alive(job, quiet_seconds)]
+    stalled = [job.pk for job in running if not _holder_alive(job, quiet_seconds)]
+    # A rollback asked for while the task queue was unreachable: its jobs were never handed to a worker.
+    never_sent = ApplyJob.objects.filter(
+        status=ApplyJob.Status.QUEUED,
+        kind=ApplyJob.Kind.ROLLBACK,
+        attempts=0,
+        change_request__rolled_back_at__lt=timezone.now() - timedelta(seconds=NEVER_SENT_AFTER_SECONDS),
+    )
+    return stalled + list(never_sent.order_by("pk").values_list("pk", flat=True))
 
 
 @transaction.atomic
@@ -122,9 +134,14 @@ def create_settle_jobs(host_id: int) -> list[int]:
     cr_ids = set(unknown.values_list("change_request_id", flat=True))
     if not cr_ids:
         return []
-    waiting = ApplyJob.objects.filter(host_id=host_id, kind=ApplyJob.Kind.SETTLE, change_request_id__in=cr_ids)
-    cr_ids -= set(waiting.exclude(status=ApplyJob.Status.DONE).values_list("change_request_id", flat=True))
+    earlier = ApplyJob.objects.filter(host_id=host_id, kind=ApplyJob.Kind.SETTLE, change_request_id__in=cr_ids)
+    cr_ids -= set(earlier.exclude(status=ApplyJob.Status.DONE).values_list("change_request_id", flat=True))
+    # A request and host have one settle job (a constraint): one that settled before and found the host gone
+    # again is queued anew.
+    again = list(earlier.filter(status=ApplyJob.Status.DONE, change_request_id__in=cr_ids).values_list("pk", flat=True))
+    ApplyJob.objects.filter(pk__in=again).update(status=ApplyJob.Status.QUEUED, finished_at=None)
+    cr_ids -= set(ApplyJob.objects.filter(pk__in=again).values_list("change_request_id", flat=True))
     jobs = ApplyJob.objects.bulk_create(
         ApplyJob(change_request_id=cr_id, host_id=host_id, kind=ApplyJob.Kind.SETTLE) for cr_id in sorted(cr_ids)
     )
-    return [job.pk for job in jobs]
+    return sorted([*again, *(job.pk for job in jobs)])
