@@ -101,6 +101,8 @@ def test_a_black_hole_host_is_unresponsive_and_never_delays_the_other_hosts_sync
     black_hole: Host,
     celery_worker: subprocess.Popen[bytes],
     start_beat: Callable[..., subprocess.Popen[bytes]],
+    viewer: User,
+    login: Callable[[User], Client],
 ) -> None:
     start_beat(ISOWEB_SYNC_INTERVAL="2")
     wait_for(
@@ -113,6 +115,8 @@ def test_a_black_hole_host_is_unresponsive_and_never_delays_the_other_hosts_sync
     assert bad.status_since is not None and bad.retry_at is not None and bad.retry_at > bad.status_since
     event = AuditEvent.objects.get(host=bad, action=AuditEvent.Action.HOST_DOWN)
     assert event.message.startswith("Not answering"), event.message
+    page = login(viewer).get(f"/hosts/{bad.pk}/").content.decode()
+    assert "Not answering since" in page and "did not answer within 3 s" in page and "Next periodic sync" in page
 
     # With the black hole registered (and its connection attempts stuck in every worker that tried it),
     # every healthy host keeps being synced at the beat's 2 s interval.

@@ -213,15 +213,6 @@ def disconnect_all() -> None:
             link.failures, link.retry_at, link.error = 0, 0.0, None
 
 
-def stuck_attempts() -> int:
-    """How many connection attempts of this process are past their deadline and still inside libvirt."""
-    limit = deadlines.open_seconds()
-    now = time.monotonic()
-    with _lock:
-        opening = sum(1 for link in _links.values() if link.opening is not None and now - link.opening_since > limit)
-        return opening + sum(1 for _began, work in _stuck.values() if not work.done())
-
-
 class RoundTrips:
     """Count the libvirt RPCs made for one piece of work."""
 
