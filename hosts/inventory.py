@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -284,6 +284,29 @@ def domain_values(facts: DomainFacts, *, complete: bool) -> dict[str, Any]:
     return values
 
 
+def _store_guests(answered: Sequence[tuple[int, Inventory]], ids: list[int], now: datetime) -> None:
+    """Write every guest the reads saw, in a fixed number of statements; those no longer defined go."""
+    existing = {(d.host_id, str(d.uuid)): d for d in Domain.objects.filter(host_id__in=ids)}
+    to_create: list[Domain] = []
+    to_update: list[Domain] = []
+    for host_id, inventory in answered:
+        for facts in inventory.domains:
+            values = domain_values(facts, complete=inventory.complete)
+            row = existing.pop((host_id, facts.uuid), None)
+            if row is None:
+                to_create.append(Domain(host_id=host_id, uuid=facts.uuid, synced_at=now, **values))
+            elif any(getattr(row, name) != value for name, value in values.items()):
+                for name, value in values.items():
+                    setattr(row, name, value)
+                to_update.append(row)
+    # Guests undefined on their host since the last sync are gone for good.
+    Domain.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
+    Domain.objects.bulk_create(to_create)
+    # Most guests do not change between syncs: rewrite only those that did, stamp all of them.
+    update_rows(to_update, _DOMAIN_FIELDS)
+    Domain.objects.filter(host_id__in=ids).update(synced_at=now)
+
+
 @transaction.atomic(savepoint=False)  # a failure aborts the caller's whole transaction anyway
 def store_inventories(answered: Sequence[tuple[int, Inventory]]) -> None:
     """Write several hosts' sync findings: host facts, topology (only if it changed), and every guest.
@@ -325,25 +348,7 @@ def store_inventories(answered: Sequence[tuple[int, Inventory]]) -> None:
             online=Case(When(online, then=Value(True)), default=Value(False))
         )
 
-    existing = {(d.host_id, str(d.uuid)): d for d in Domain.objects.filter(host_id__in=ids)}
-    to_create: list[Domain] = []
-    to_update: list[Domain] = []
-    for host_id, inventory in answered:
-        for facts in inventory.domains:
-            values = domain_values(facts, complete=inventory.complete)
-            row = existing.pop((host_id, facts.uuid), None)
-            if row is None:
-                to_create.append(Domain(host_id=host_id, uuid=facts.uuid, synced_at=now, **values))
-            elif any(getattr(row, name) != value for name, value in values.items()):
-                for name, value in values.items():
-                    setattr(row, name, value)
-                to_update.append(row)
-    # Guests undefined on their host since the last sync are gone for good.
-    Domain.objects.filter(pk__in=[d.pk for d in existing.values()]).delete()
-    Domain.objects.bulk_create(to_create)
-    # Most guests do not change between syncs: rewrite only those that did, stamp all of them.
-    update_rows(to_update, _DOMAIN_FIELDS)
-    Domain.objects.filter(host_id__in=ids).update(synced_at=now)
+    _store_guests(answered, ids, now)
     AuditEvent.objects.bulk_create(
         AuditEvent(action=AuditEvent.Action.HOST_UP, host=host, object_repr=host.name) for host in came_back
     )
