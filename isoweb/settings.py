@@ -149,10 +149,55 @@ X_FRAME_OPTIONS = "DENY"
 
 # Redis carries the Celery queue and the Channels layer.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The channel layer's Redis connections get their timeouts set here, never from redis-py's defaults: a
+# consumer waits for its next message with a blocking pop that Redis holds for 5 s (channels-redis'
+# brpop_timeout), and redis-py 8 gives up reading after 5 s by default (socket_timeout), so an idle websocket
+# died with "TimeoutError: Timeout reading from ..." every ~5 s. The read timeout must stay well above the
+# blocking pop; connecting gets a short timeout of its own so a Redis that is down is reported quickly.
+CHANNEL_LAYER_BLOCKING_POP_SECONDS = 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
+from isoweb.redis_connection import CancellableConnection  # noqa: E402 - kept beside the only setting using it
+
+
+def _redis_seconds(name: str, default: str, minimum: float, why: str) -> float:
+    value = float(env_str(name, default))
+    if value < minimum:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name}={value:g} must be at least {minimum:g} s: {why}")
+    return value
+
+
+REDIS_SOCKET_TIMEOUT = _redis_seconds(
+    "ISOWEB_REDIS_SOCKET_TIMEOUT",
+    "20",
+    CHANNEL_LAYER_BLOCKING_POP_SECONDS + 5,
+    f"the channel layer's receive blocks {CHANNEL_LAYER_BLOCKING_POP_SECONDS} s in Redis and idle websockets "
+    "would die on a shorter read timeout",
+)
+REDIS_SOCKET_CONNECT_TIMEOUT = _redis_seconds(
+    "ISOWEB_REDIS_SOCKET_CONNECT_TIMEOUT", "3", 0.1, "a connection needs some time to be made"
+)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 30},
+        "CONFIG": {
+            # A dict host: "address" is the URL, every other key is passed to redis-py's connection pool.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                    "socket_connect_timeout": REDIS_SOCKET_CONNECT_TIMEOUT,
+                    "socket_keepalive": True,
+                    # Writes that a closing websocket can always cancel (see isoweb/redis_connection.py).
+                    "connection_class": CancellableConnection,
+                    # A pooled connection idle for this long is PINGed before use, so one that Redis or a
+                    # firewall dropped meanwhile is replaced instead of failing the next send.
+                    "health_check_interval": 30,
+                }
+            ],
+            "capacity": 500,
+            "expiry": 30,
+        },
     }
 }
 

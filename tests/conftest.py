@@ -52,6 +52,24 @@ def virsh(uri: str, *args: str) -> str:
     return result.stdout
 
 
+def spawn(name: str, args: list[str], *, append: bool = False, **env: str) -> tuple[subprocess.Popen[bytes], Any]:
+    """Start one of the stack's processes in a session of its own (so it is stopped by pid, with its children),
+    on the test database and the tests' Redis, logging to ``artifacts/<name>.log``; returns it and its log."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "isoweb.settings_test",
+        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        **env,
+    }
+    log = open(ARTIFACTS / f"{name}.log", "ab" if append else "wb")  # noqa: SIM115 - open for the process's life
+    proc = subprocess.Popen(
+        args, cwd=BASE_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, log
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -62,35 +80,52 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis on the tests' port (the broker and channel layer)."""
-    port = int(os.environ.get("ISOWEB_TEST_REDIS_PORT", "6391"))
-    proc = None
-    if not port_open(port):
-        workdir = tmp_path_factory.mktemp("redis")
-        proc = subprocess.Popen(
+class RedisServer:
+    """The tests' Redis (broker and channel layer), which a test may stop and start again on the same port."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
             [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(lambda: port_open(port), 10, what="redis-server")
+        wait_for(lambda: port_open(self.port), 10, what="redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
+_REDIS: list[RedisServer] = []  # the one this session started, if it started one
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis on the tests' port (the broker and channel layer)."""
+    port = int(os.environ.get("ISOWEB_TEST_REDIS_PORT", "6391"))
+    if not port_open(port):
+        server = RedisServer(port, tmp_path_factory.mktemp("redis"))
+        server.start()
+        _REDIS.append(server)
     yield settings.REDIS_URL
-    if proc is not None:
-        _stop(proc)
+    for server in _REDIS:
+        server.stop()
+
+
+@pytest.fixture
+def redis_control(redis_server: str) -> RedisServer:
+    """The tests' own Redis, to stop and start (a Redis the tests did not start is not theirs to stop)."""
+    assert _REDIS, "Redis on the tests' port was not started by these tests; set ISOWEB_TEST_REDIS_PORT to a free port"
+    return _REDIS[0]
 
 
 @pytest.fixture(scope="session")
@@ -102,41 +137,15 @@ def fleet() -> Iterator[Fleet]:
     the_fleet.down()
 
 
-def _test_database_path() -> str:
-    return str(settings.DATABASES["default"]["NAME"])
-
-
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup: None, redis_server: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on the test database and the tests' Redis."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="isoweb.settings_test",
-        DATABASE_URL=f"sqlite:///{_test_database_path()}",
-        REDIS_URL=settings.REDIS_URL,
-    )
-    log = open(ARTIFACTS / "celery-worker.log", "wb")  # noqa: SIM115 - kept open for the worker's life
-    proc = subprocess.Popen(
+    proc, log = spawn(
+        "celery-worker",
         [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "isoweb",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "3",
-            "--hostname",
-            f"test-{os.getpid()}@localhost",
+            *(sys.executable, "-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO"),
+            *("--concurrency", "3", "--hostname", f"test-{os.getpid()}@localhost"),
         ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     from isoweb.celery import app
 
@@ -152,41 +161,18 @@ def start_beat(
     celery_worker: subprocess.Popen[bytes], tmp_path: Path
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start a real Celery beat (with settings overridden through the environment); stopped after the test."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
 
     def start(**overrides: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="isoweb.settings_test",
-            DATABASE_URL=f"sqlite:///{_test_database_path()}",
-            **overrides,
-        )
-        with open(ARTIFACTS / "celery-beat.log", "ab") as log:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "isoweb",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(tmp_path / f"beat-schedule-{len(started)}"),
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(proc)
-        return proc
+        schedule = str(tmp_path / f"beat-schedule-{len(started)}")
+        args = [sys.executable, "-m", "celery", "-A", "isoweb", "beat", "--loglevel", "INFO", "--schedule", schedule]
+        started.append(spawn("celery-beat", args, append=True, **overrides))
+        return started[-1][0]
 
     yield start
-    for proc in started:
+    for proc, log in started:
         _stop(proc)
+        log.close()
 
 
 # --- personas --------------------------------------------------------------------------------------
@@ -296,30 +282,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="isoweb.settings_test",
-        DATABASE_URL=f"sqlite:///{settings.DATABASES['default']['NAME']}",
-        REDIS_URL=settings.REDIS_URL,
-    )
-    return env
-
-
-def _spawn(name: str, args: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / f"{name}.log", "wb")  # noqa: SIM115 - kept open for the process's life
-    proc = subprocess.Popen(
-        args, cwd=BASE_DIR, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc, log
-
-
 @pytest.fixture
 def web_server(fleet_hosts: list[Host], redis_server: str) -> Iterator[str]:
     """Daphne on a free loopback port, serving pages, the API and the websockets from the test database."""
     port = _free_port()
-    proc, log = _spawn(
+    proc, log = spawn(
         "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "isoweb.asgi:application"]
     )
 

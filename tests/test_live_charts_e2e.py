@@ -22,7 +22,7 @@ from rest_framework.authtoken.models import Token
 from hosts.harness.fleet import Fleet
 from hosts.inventory import sync_host
 from hosts.models import Domain, Host
-from tests.conftest import ARTIFACTS, _spawn, _stop, logged_in_page, virsh, wait_for
+from tests.conftest import ARTIFACTS, _stop, logged_in_page, spawn, virsh, wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def collector(fleet_hosts: list[Host], redis_server: str) -> Iterator[subprocess.Popen[bytes]]:
     """The stats collector as its own process, as the Procfile runs it."""
-    proc, log = _spawn("collector", [sys.executable, "manage.py", "collect_stats"])
+    proc, log = spawn("collector", [sys.executable, "manage.py", "collect_stats"])
     try:
         time.sleep(1)
         assert proc.poll() is None, "the collector exited at start; see artifacts/charts/collector.log"
