@@ -5,24 +5,39 @@ Each host is its own ``libvirtd`` in a private mount namespace: private director
 and the daemon listens on its own loopback TCP port, reachable as ``qemu+tcp://127.0.0.1:PORT/system``.
 Guests are 64 MiB, diskless and idle, except the CPU burner, whose boot sector is an endless ``jmp $``
 that keeps vCPU 0 at 100 %. The demo (``make run``) and the tests use different fleets (names, ports and
-directories) so they never disturb each other. Only the daemons and guests a fleet started are stopped.
+directories) so they never disturb each other. Only the daemons and guests a fleet started are stopped:
+``down`` destroys the guests through their daemon while it answers, stops the daemon, and then ends by pid
+every qemu process its daemon recorded (``<host dir>/run/qemu/<guest>.pid``), so no guest outlives its fleet
+even when the daemon was already dead, hung, or held guests the fleet's spec does not name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from hosts.harness.guests import define_and_start, destroy_and_undefine, list_domain_names, start_if_stopped
+from hosts.harness.guests import (
+    define_and_start,
+    list_domain_names,
+    remove_every_guest,
+    start_if_stopped,
+)
 from hosts.libvirt.connection import disconnect
 from hosts.libvirt.errors import VirtError
+
+log = logging.getLogger(__name__)
 
 BIND_MOUNTS = {
     "run": "/run/libvirt",
@@ -68,13 +83,74 @@ def kvm_usable() -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[str] | None:
+    """Return /proc/PID/stat's fields after the command name (state first), or None if there is no such pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _pid_alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
     # A zombie (state Z) has exited; only its parent has not collected it yet.
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return fields is not None and fields[0] != "Z"
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process known by pid and start time, so a pid the kernel has since given to another is never signalled."""
+
+    pid: int
+    start: int  # clock ticks after boot (/proc/PID/stat field 22)
+    what: str = ""
+
+    @classmethod
+    def of(cls, pid: int, what: str = "") -> Proc | None:
+        fields = _stat_fields(pid)
+        return None if fields is None else cls(pid, int(fields[19]), what)
+
+    def state(self) -> str | None:
+        """The process's state letter (``Z`` for a zombie), or None once it is gone or the pid was reused."""
+        fields = _stat_fields(self.pid)
+        if fields is None or int(fields[19]) != self.start:
+            return None
+        return fields[0]
+
+    def alive(self) -> bool:
+        return self.state() not in (None, "Z")
+
+    def send(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
+def _wait_gone(procs: Iterable[Proc], timeout: float) -> list[Proc]:
+    """Wait up to ``timeout`` s for these processes to exit; return those still alive."""
+    left = [proc for proc in procs if proc.alive()]
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [proc for proc in left if proc.alive()]
+    return left
+
+
+def end_processes(procs: Iterable[Proc], term_wait: float = 10.0, kill_wait: float = 5.0) -> list[Proc]:
+    """SIGTERM these processes, SIGKILL those still there after ``term_wait`` s; return any that survived both.
+
+    A stopped process (SIGSTOP) is continued too, so it acts on the SIGTERM instead of holding it.
+    """
+    left = [proc for proc in procs if proc.alive()]
+    for proc in left:
+        proc.send(signal.SIGTERM)
+        if proc.state() in ("T", "t"):
+            proc.send(signal.SIGCONT)
+    left = _wait_gone(left, term_wait)
+    for proc in left:
+        proc.send(signal.SIGKILL)
+    return _wait_gone(left, kill_wait)
 
 
 def port_open(port: int) -> bool:
@@ -84,6 +160,16 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _is_qemu_of(pid: int, guest: str) -> bool:
+    """Return whether process ``pid`` is the qemu of guest ``guest`` (libvirt passes ``-name guest=NAME,...``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    wanted = f"guest={guest}".encode()
+    return any(arg == wanted or arg.startswith(wanted + b",") for arg in args)
 
 
 @dataclass
@@ -184,19 +270,70 @@ class FleetHost:
         raise FleetError(f"{self.name}: libvirtd did not listen on port {self.port} in time. {tail}")
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        """Stop this host's libvirtd (its guests keep running, as with a real daemon restart)."""
+        """Stop this host's libvirtd (its guests keep running, as with a real daemon restart).
+
+        ``sig`` first (continuing a daemon left under SIGSTOP), SIGKILL after ``timeout`` s; raises FleetError
+        if the daemon is still there after that.
+        """
         disconnect(self.uri)
         pid = self.pid()
-        if pid is None:
+        daemon = Proc.of(pid, f"{self.name} libvirtd") if pid is not None else None
+        if daemon is None:
             return
-        os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        daemon.send(sig)
+        if daemon.state() in ("T", "t"):
+            daemon.send(signal.SIGCONT)
+        if _wait_gone([daemon], timeout):
+            daemon.send(signal.SIGKILL)
+            if _wait_gone([daemon], 5.0):
+                raise FleetError(f"{self.name}: libvirtd (pid {daemon.pid}) survived SIGKILL")
         self.pid_file.unlink(missing_ok=True)
+
+    @property
+    def qemu_state_dir(self) -> Path:
+        """Where this host's libvirtd keeps each running guest's pid file and status XML (its /run/libvirt/qemu)."""
+        return self.directory / "run" / "qemu"
+
+    def qemu_processes(self) -> dict[str, Proc]:
+        """Return the qemu process of every guest this host's daemon started and recorded, by guest name.
+
+        Read from the daemon's own records (``<guest>.pid``, else the pid in the status XML ``<guest>.xml``),
+        so they are found whether the daemon still runs or not; a recorded pid is taken only while its process
+        is that guest's qemu (its command line says ``-name guest=<guest>``), never a pid since reused.
+        """
+        found: dict[str, Proc] = {}
+        if not self.qemu_state_dir.is_dir():
+            return found
+        # Each guest has <name>.xml (its status) and <name>.pid; driver.pid is the daemon's own and has no XML.
+        names = {path.stem for path in self.qemu_state_dir.iterdir() if path.suffix in (".pid", ".xml")}
+        for name in sorted(names - {"driver"}):
+            for pid in self._recorded_pids(name):
+                proc = Proc.of(pid, f"{self.name} guest {name}")
+                if proc is not None and proc.alive() and _is_qemu_of(pid, name):
+                    found[name] = proc
+                    break
+        return found
+
+    def _recorded_pids(self, name: str) -> list[int]:
+        pids: list[int] = []
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int((self.qemu_state_dir / f"{name}.pid").read_text().strip()))
+        try:
+            status = (self.qemu_state_dir / f"{name}.xml").read_text()
+        except OSError:
+            status = ""
+        if match := re.search(r"<domstatus\b[^>]*\bpid=['\"](\d+)['\"]", status):
+            pids.append(int(match.group(1)))
+        return pids
+
+    def forget_dead_guests(self) -> None:
+        """Remove the stopped daemon's records of guests whose qemu is gone (the next start finds none)."""
+        alive = set(self.qemu_processes())
+        if not self.qemu_state_dir.is_dir():
+            return
+        for path in self.qemu_state_dir.iterdir():
+            if path.suffix in (".pid", ".xml") and path.stem not in alive | {"driver"} and path.is_file():
+                path.unlink(missing_ok=True)
 
     def guest_xml(self, spec: GuestSpec) -> str:
         name = escape(self.guest_name(spec))
@@ -238,10 +375,6 @@ class FleetHost:
                 define_and_start(self.uri, self.guest_xml(spec), start=spec.autostart)
             elif spec.autostart:
                 start_if_stopped(self.uri, name)
-
-    def remove_guests(self) -> None:
-        for name in self.guest_names:
-            destroy_and_undefine(self.uri, name)
 
 
 @dataclass
@@ -290,13 +423,46 @@ class Fleet:
             member.ensure_guests()
         return self.members
 
-    def down(self) -> None:
-        """Remove this fleet's guests and stop its daemons; nothing else is touched."""
+    def down(self, guest_timeout: float = 30.0) -> None:
+        """Remove this fleet's guests, stop its daemons, and end every qemu process they leave; nothing else.
+
+        Each daemon that runs is asked to destroy and undefine all its guests (within ``guest_timeout`` s, so
+        a hung daemon cannot hold this up), then stopped. Whatever qemu processes its records still name are
+        then ended by pid (SIGTERM, then SIGKILL). Raises FleetError naming any process that survived.
+        """
+        survivors: list[Proc] = []
         for member in self.members:
+            qemus = member.qemu_processes()
+            pid = member.pid()
+            daemon = Proc.of(pid, f"{member.name} libvirtd") if pid is not None else None
+            if daemon is not None and daemon.state() in ("T", "t"):
+                daemon.send(signal.SIGCONT)  # a daemon left under SIGSTOP can still destroy its guests
             if member.is_running():
-                with contextlib.suppress(VirtError):
-                    member.remove_guests()
-            member.stop_daemon()
+                problems = _bounded(functools.partial(remove_every_guest, member.uri), guest_timeout)
+                for problem in problems:
+                    log.warning("%s: %s", member.name, problem)
+            try:
+                member.stop_daemon()
+            except FleetError as exc:
+                log.warning("%s", exc)
+                if (pid := member.pid()) is not None and (daemon := Proc.of(pid, f"{member.name} libvirtd")):
+                    survivors.append(daemon)
+            qemus.update(member.qemu_processes())
+            behind = [proc for proc in qemus.values() if proc.alive()]
+            left = end_processes(behind)
+            if behind:
+                log.warning(
+                    "%s: ended by pid %d qemu process(es) its daemon left: %s",
+                    member.name,
+                    len(behind) - len(left),
+                    ", ".join(f"{proc.what} (pid {proc.pid})" for proc in behind),
+                )
+            survivors += left
+            member.forget_dead_guests()
+        if survivors:
+            raise FleetError(
+                "still running after SIGKILL: " + ", ".join(f"{proc.what} (pid {proc.pid})" for proc in survivors)
+            )
 
     def status(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
@@ -318,6 +484,26 @@ class Fleet:
                 }
             )
         return rows
+
+
+def _bounded(work: Callable[[], list[str]], timeout: float) -> list[str]:
+    """Run ``work`` (libvirt calls) in a thread of its own and wait at most ``timeout`` s for its answer.
+
+    A thread blocked inside libvirt cannot be interrupted; it is a daemon thread left to finish on its own.
+    Returns ``work``'s problems, or one line saying why there is no answer.
+    """
+    outcome: list[list[str]] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:  # reported, not raised: the processes are ended by pid next anyway
+            outcome.append([f"could not remove the guests through libvirt: {getattr(exc, 'message', exc)}"])
+
+    thread = threading.Thread(target=run, name="fleet-down", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else [f"libvirt did not answer within {timeout:g} s"]
 
 
 def demo_fleet(state_root: Path) -> Fleet:
