@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -330,3 +330,77 @@ def settle(uris: list[str], deadline: Deadline) -> None:
             print(f"guests still busy after {SETTLE_SECONDS} s ({used:.0f} % of one CPU); measuring anyway")
             return
         deadline.check("waiting for the guests to boot")
+
+
+# --- a minimal websocket client (for a client process; no extra dependency) ----------------------------
+
+
+def ws_open(port: int, path: str, cookie: str, timeout: float = 30.0) -> tuple[socket.socket, bytes]:
+    """Open a websocket to Daphne on the loopback with a session cookie; return the socket and any bytes
+    already received after the handshake. Raises RuntimeError if the server refuses."""
+    import base64
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
+            f"Cookie: {cookie}\r\n\r\n"
+        ).encode()
+    )
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError(f"{path}: connection closed during the handshake")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"{path}: refused: {head[:200]!r}")
+    return sock, rest
+
+
+def _ws_send(sock: socket.socket, opcode: int, payload: bytes) -> None:
+    mask = os.urandom(4)
+    header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames only: payload < 126
+    sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+def ws_messages(sock: socket.socket, buf: bytes, until: float) -> Iterator[tuple[float, bytes]]:
+    """Yield ``(time.time() received, message)`` for each text message until ``until`` (epoch seconds), the
+    server closing, or a read error; pings are answered."""
+
+    def need(n: int) -> bytes:
+        nonlocal buf
+        while len(buf) < n:
+            sock.settimeout(max(0.1, until - time.time()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        out, buf = buf[:n], buf[n:]
+        return out
+
+    message = b""
+    while time.time() < until:
+        try:
+            b0, b1 = need(2)
+            length = b1 & 0x7F
+            if length == 126:
+                length = int.from_bytes(need(2), "big")
+            elif length == 127:
+                length = int.from_bytes(need(8), "big")
+            payload = need(length)
+        except (TimeoutError, EOFError, OSError):
+            return
+        opcode = b0 & 0x0F
+        if opcode == 9:
+            _ws_send(sock, 10, payload)
+        elif opcode == 8:
+            return
+        elif opcode in (0, 1):
+            message += payload
+            if b0 & 0x80:
+                yield time.time(), message
+                message = b""
