@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/apply.py
 	$(PY) bench/stats.py
 	$(PY) bench/browser.py
+	$(PY) bench/faults.py
 
 fleet-up: setup
 	$(PY) manage.py fleet up --register
