@@ -98,6 +98,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "hosts.roles.roles_context",
+                "hosts.health.health_context",
             ],
         },
     },
@@ -231,7 +232,16 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A task whose worker dies is handed to another worker (apply jobs are idempotent and claimed by row).
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("ISOWEB_VISIBILITY_TIMEOUT", 600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("ISOWEB_VISIBILITY_TIMEOUT", 600),
+    # A broker that is down is noticed in seconds, not hung on: a page that queues work answers at once.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+}
+# Queueing a task while the broker is down gives up after about a second (the decision is already recorded;
+# beat starts approved requests and unsent rollbacks from the database once the broker is back).
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 # libvirt connections: keepalive interval (s) and missed answers before a host counts as dead.
 ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL = env_int("ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL", 5)

@@ -46,7 +46,10 @@ class Command(BaseCommand):
                         create_host(name=member.name, uri=member.uri, actor=None)
                         self.stdout.write(f"registered {member.name}")
         elif action == "down":
-            fleet.down()
+            try:
+                fleet.down()
+            except FleetError as exc:
+                raise CommandError(str(exc)) from exc
             self.stdout.write(f"fleet '{fleet.prefix}' stopped")
         else:
             for row in fleet.status():
