@@ -65,11 +65,6 @@ from common import (
     wait_for,
 )
 
-from hosts.changes.requests import approve_change_request, create_change_request
-from hosts.inventory import create_host, set_host_partition, sync_host
-from hosts.libvirt.session import HostSession
-from hosts.planning.profiles import create_profile
-
 FLEET_PREFIX = "isoapb"
 FLEET_BASE_PORT = 16761
 HOSTS = 3
@@ -233,6 +228,8 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 def sync_all(state: State) -> None:
 
+    from hosts.inventory import sync_host
+
     for uri, host_id in state.host_ids.items():
         result = sync_host(host_id)
         if not result.ok:
@@ -241,6 +238,9 @@ def sync_all(state: State) -> None:
 
 def setup_state(fleet: Any) -> State:
     from django.contrib.auth.models import User
+
+    from hosts.inventory import create_host, set_host_partition
+    from hosts.planning.profiles import create_profile
 
     state = State()
     state.requester = User.objects.create_user("isoapb-requester")
@@ -282,6 +282,8 @@ def create_request(state: State, index: int, scope: str, reason: str) -> Any:
     """Plan and record a change request for every bench guest (refusals become a BenchError)."""
     from django.core.exceptions import ValidationError
 
+    from hosts.changes.requests import create_change_request
+
     try:
         return create_change_request(
             revision=state.revisions[index],
@@ -296,6 +298,7 @@ def create_request(state: State, index: int, scope: str, reason: str) -> Any:
 
 def isoweb_apply(state: State, scope: str, timeout: float) -> IsowebRun:
     """Approve a change request and wait until the worker has applied and verified every guest."""
+    from hosts.changes.requests import approve_change_request
     from hosts.models import ChangeRequest, ChangeTarget
 
     index = state.next_values()
@@ -516,6 +519,8 @@ class Profiler:
 def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     """Run one change request in this process, without Celery, timed by function."""
     from hosts import tasks
+    from hosts.changes.requests import approve_change_request
+    from hosts.libvirt.session import HostSession
 
     index = state.next_values()
     sync_all(state)

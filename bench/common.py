@@ -23,10 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from hosts.harness.guests import destroy_and_undefine, list_domain_names
-from hosts.libvirt.errors import VirtError
-from hosts.libvirt.stats import fetch_cpu_stats
-
 if TYPE_CHECKING:
     from hosts.harness.fleet import Fleet
 
@@ -257,6 +253,7 @@ def bench_fleet(prefix: str, base_port: int, hosts: int, per_host: int) -> Fleet
 
 def trim_guests(fleet: Fleet, keep: bool = True) -> None:
     """Remove this fleet's guests that are not wanted (left over from an earlier, larger, aborted run)."""
+    from hosts.harness.guests import destroy_and_undefine, list_domain_names
 
     for member in fleet.members:
         wanted = set(member.guest_names) if keep else set()
@@ -267,6 +264,7 @@ def trim_guests(fleet: Fleet, keep: bool = True) -> None:
 
 def remove_fleet(fleet: Fleet) -> None:
     """Remove every guest of the benchmark's prefix (warning if some stay), then stop the fleet's daemons."""
+    from hosts.libvirt.errors import VirtError
 
     try:
         if fleet.members[0].is_running():
@@ -300,6 +298,7 @@ IDLE_PERCENT_PER_GUEST, SETTLE_SECONDS = 2.0, 300
 
 def _guest_cpu(uris: list[str], seconds: float) -> tuple[float, int]:
     """The guests' total CPU use over ``seconds``, in % of one CPU, and how many guests run."""
+    from hosts.libvirt.stats import fetch_cpu_stats
     from hosts.live.rates import host_load
 
     before = [fetch_cpu_stats(uri) for uri in uris]

@@ -30,8 +30,6 @@ from common import (
     virsh,
 )
 
-from hosts.inventory import create_host, sync_host
-
 FLEET_PREFIX = "isobench"
 FLEET_BASE_PORT = 16741
 
@@ -115,6 +113,7 @@ def virsh_script(uri: str, timeout: float) -> VirshRun:
 
 def isoweb_sync(host_id: int) -> IsowebRun:
     """Run isoweb's full sync of one host (libvirt reads and database write) and return its timing."""
+    from hosts.inventory import sync_host
 
     started = time.perf_counter()
     result = sync_host(host_id)
@@ -179,6 +178,7 @@ def print_verdict(rows: list[Row]) -> None:
 
 def run(args: argparse.Namespace, rows: list[Row]) -> None:
     """Grow the bench fleet through ``args.sizes``, appending one measured row per size to ``rows``."""
+    from hosts.inventory import create_host
 
     deadline = Deadline(args.budget)
     largest = bench_fleet(FLEET_PREFIX, FLEET_BASE_PORT, 1, max(args.sizes))

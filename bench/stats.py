@@ -33,9 +33,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import libvirt
+if TYPE_CHECKING:
+    from hosts.libvirt.facts import StatsSample
+
 from common import (
     REPO_ROOT,
     Deadline,
@@ -51,12 +53,6 @@ from common import (
     wait_for,
 )
 
-from hosts.inventory import create_host, sync_host
-from hosts.libvirt.connection import RoundTrips, connect, disconnect
-from hosts.libvirt.errors import TransientVirtError
-from hosts.libvirt.facts import StatsSample
-from hosts.libvirt.stats import CPU_STATS_FLAGS, fetch_cpu_stats, guest_counters
-
 FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
 REDIS_PORT = 6397
 MAX_GUESTS_PER_HOST, MAX_TICKS = 100, 120
@@ -71,6 +67,13 @@ def fetch_cpu_stats_per_guest(uri: str) -> StatsSample:
 
     The way a script without the bulk call would do it: the benchmark's baseline.
     """
+    import libvirt
+
+    from hosts.libvirt.connection import RoundTrips, connect, disconnect
+    from hosts.libvirt.errors import TransientVirtError
+    from hosts.libvirt.facts import StatsSample
+    from hosts.libvirt.stats import CPU_STATS_FLAGS, guest_counters
+
     conn = connect(uri)
     rt = RoundTrips(uri)
     try:
@@ -184,7 +187,8 @@ def client_main(args: argparse.Namespace) -> int:
 
 def scenario(hosts: int, guests: int, ticks: int, env: dict[str, str], deadline: Deadline) -> dict[str, Any]:
     """Run one scenario: bring the fleet to size, register it, then measure collector, floor and per-guest."""
-
+    from hosts.inventory import create_host, sync_host
+    from hosts.libvirt.stats import fetch_cpu_stats
     from hosts.live.collector import Collector, TickResult
     from hosts.models import Domain, Host
 
