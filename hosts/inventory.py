@@ -195,6 +195,14 @@ def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
     return sorted(due.values_list("pk", flat=True))
 
 
+def hosts_answering(host_ids: Sequence[int]) -> list[int]:
+    """The hosts worth waiting for when a change starts: not those the last sync found hung or whose retry
+    delay has not passed (only a sync brings a hung host back; a change does not wait for one)."""
+    due = hosts_due_for_sync(host_ids)
+    hung = set(Host.objects.filter(pk__in=due, status=Host.Status.UNRESPONSIVE).values_list("pk", flat=True))
+    return [pk for pk in due if pk not in hung]
+
+
 def _store_topology(host: Host, inventory: Inventory) -> None:
     wanted = {
         (cpu.cpu_id, cell.cell_id, cpu.socket_id, cpu.die_id, cpu.core_id, cpu.siblings, cpu.online)

@@ -243,8 +243,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
-# libvirt connections: keepalive interval (s) and missed answers before a host counts as dead.
-ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL = env_int("ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL", 5)
+# libvirt connections: keepalive interval (s) and missed answers before a host counts as dead or hung (3 x 3:
+# a daemon that stops answering on an open connection is found out within the 10 s open deadline too).
+ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL = env_int("ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL", 3)
 ISOWEB_LIBVIRT_KEEPALIVE_COUNT = env_int("ISOWEB_LIBVIRT_KEEPALIVE_COUNT", 3)
 # Deadlines (seconds) on every libvirt interaction (see hosts/libvirt/deadlines.py): opening a connection,
 # one call, and per guest on top of both for a whole host's read or apply.

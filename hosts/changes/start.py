@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from hosts.changes.jobs import JOB_LEASE_SECONDS, create_jobs
 from hosts.changes.records import fail_target, finish_change_request, record_request_event
-from hosts.inventory import HostRead, SyncResult, begin_reading_hosts, hosts_due_for_sync, store_reads
+from hosts.inventory import HostRead, SyncResult, begin_reading_hosts, hosts_answering, store_reads
 from hosts.libvirt.facts import DomainFacts
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain
 from hosts.models.rows import update_rows
@@ -70,9 +70,9 @@ def start_change_request(cr_id: int) -> Started:
     scopes = SCOPE_PARTS[cr.scope]
     targets = list(cr.targets.select_related("host"))
     host_ids = sorted({t.host_id for t in targets})
-    # A host known not to answer (waiting out its retry delay) is not read: its guests fail at once, unchanged,
-    # instead of holding the others back for its deadline.
-    readable = hosts_due_for_sync(host_ids)
+    # A host known not to answer (found hung by a sync, or waiting out its retry delay) is not read: its guests
+    # fail at once, unchanged, instead of holding the others back for its deadline.
+    readable = hosts_answering(host_ids)
 
     def begin_reading() -> Callable[[], list[HostRead]]:
         # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
