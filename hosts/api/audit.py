@@ -2,6 +2,7 @@
 
 from rest_framework import serializers, viewsets
 
+from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.filters import AuditEventFilterSet
 from hosts.models import AuditEvent
 
@@ -33,4 +34,5 @@ class AuditEventViewSet(viewsets.ReadOnlyModelViewSet[AuditEvent]):
 
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilterSet
+    pagination_class = BoundedLimitOffsetPagination
     queryset = AuditEvent.objects.select_related("actor").order_by("-created_at", "-id")

@@ -16,6 +16,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.api.permissions import CanApprove, CanDraftOrReadOnly
 from hosts.changes.requests import (
     PlanError,
@@ -157,6 +158,7 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
     serializer_class = ChangeRequestSerializer
     permission_classes = [CanDraftOrReadOnly]
     filterset_class = ChangeRequestFilterSet
+    pagination_class = BoundedLimitOffsetPagination
     ordering_fields = ["created_at", "status"]
 
     def get_queryset(self) -> QuerySet[ChangeRequest]:

@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers, viewsets
 
+from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.filters import DomainFilterSet
 from hosts.models import Domain
 
@@ -47,5 +48,6 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):
 
     serializer_class = DomainSerializer
     filterset_class = DomainFilterSet
+    pagination_class = BoundedLimitOffsetPagination
     ordering_fields = ["name", "state", "vcpus_current", "host__name"]
     queryset = Domain.objects.select_related("host").order_by("host__name", "name")

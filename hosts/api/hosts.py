@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hosts import tasks
+from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.api.permissions import CanManageHosts, CanManageHostsOrReadOnly, CanSync
 from hosts.filters import HostFilterSet
 from hosts.inventory import create_host, set_host_partition
@@ -99,6 +100,7 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
 
     permission_classes = [CanManageHostsOrReadOnly]
     filterset_class = HostFilterSet
+    pagination_class = BoundedLimitOffsetPagination
     ordering_fields = ["name", "status", "last_sync_at"]
 
     def get_queryset(self) -> QuerySet[Host]:

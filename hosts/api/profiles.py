@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.api.permissions import CanDraftOrReadOnly, CanView
 from hosts.models import ChangeRequest, Domain, PinProfile, PinProfileRevision
 from hosts.planning.preview import preview_plan
@@ -99,6 +100,7 @@ class ProfileViewSet(viewsets.ModelViewSet[PinProfile]):
     permission_classes = [CanDraftOrReadOnly]
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
     filterset_fields = ["name"]
+    pagination_class = BoundedLimitOffsetPagination
 
     def get_queryset(self) -> QuerySet[PinProfile]:
         return PinProfile.objects.select_related("created_by").prefetch_related(_revisions()).order_by("name")

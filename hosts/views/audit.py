@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from hosts.filters import AuditEventFilterSet
 from hosts.models import AuditEvent
-from hosts.views.common import PER_PAGE, pretty, viewer_required
+from hosts.views.common import PER_PAGE, filtered, pretty, viewer_required
 
 
 @viewer_required
@@ -18,7 +18,8 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "-created_at", "-id"
     )
     filterset = AuditEventFilterSet(request.GET or None, queryset=queryset)
-    page = Paginator(filterset.qs, PER_PAGE).get_page(request.GET.get("page"))
+    rows, status = filtered(request, filterset)
+    page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
     events = [
         {
             "event": e,
@@ -36,4 +37,5 @@ def audit_list(request: HttpRequest) -> HttpResponse:
             "events": events,
             "filtered": any(v for k, v in request.GET.items() if k != "page"),
         },
+        status=status,
     )

@@ -30,14 +30,14 @@ from hosts.changes.requests import (
     reject_change_request,
     request_rollback,
 )
-from hosts.filters import ChangeRequestFilterSet
+from hosts.filters import ChangeRequestFilterSet, valid_id
 from hosts.forms.changes import ChangeRequestForm, DecisionForm
 from hosts.forms.common import add_service_errors
 from hosts.models import ChangeRequest, ChangeTarget, Host, PinProfileRevision
 from hosts.planning.preview import preview_plan
 from hosts.planning.schema import ProfileError
 from hosts.validation import messages_by_field
-from hosts.views.common import PER_PAGE, approve_required, draft_required, pretty, viewer_required
+from hosts.views.common import PER_PAGE, approve_required, draft_required, filtered, pretty, viewer_required
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +54,28 @@ def change_list(request: HttpRequest) -> HttpResponse:
         .order_by("-created_at", "-id")
     )
     filterset = ChangeRequestFilterSet(request.GET or None, queryset=queryset)
-    page = Paginator(filterset.qs, PER_PAGE).get_page(request.GET.get("page"))
+    rows, status = filtered(request, filterset)
+    page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "hosts/change_list.html",
         {"filter": filterset, "page": page, "filtered": bool(request.GET.get("status"))},
+        status=status,
     )
 
 
 def _change_form_initial(request: HttpRequest) -> dict[str, Any]:
     """Return the change form's initial revision and guests from ``?revision=``/``?profile=`` and ``?domain=``."""
     initial: dict[str, Any] = {}
-    revision_id, profile_id = request.GET.get("revision", ""), request.GET.get("profile", "")
-    if revision_id.isdigit():
-        initial["profile_revision"] = int(revision_id)
-    elif profile_id.isdigit():
-        latest = PinProfileRevision.objects.filter(profile_id=int(profile_id)).order_by("-number").first()
+    # Ids outside a primary key's range are ignored like any other garbage (never handed to the database).
+    revision_id, profile_id = valid_id(request.GET.get("revision", "")), valid_id(request.GET.get("profile", ""))
+    if revision_id is not None:
+        initial["profile_revision"] = revision_id
+    elif profile_id is not None:
+        latest = PinProfileRevision.objects.filter(profile_id=profile_id).order_by("-number").first()
         if latest is not None:
             initial["profile_revision"] = latest.pk
-    domain_ids = [int(i) for i in request.GET.getlist("domain") if i.isdigit()]
+    domain_ids = [i for i in map(valid_id, request.GET.getlist("domain")) if i is not None]
     if domain_ids:
         initial["domains"] = domain_ids
     return initial

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from hosts import roles
@@ -49,3 +51,15 @@ partition_required = role_required(roles.can_manage_hosts, "Only admins may chan
 def pretty(value: Any) -> str:
     """Return JSON indented for reading on a page, keys in their stored order."""
     return json.dumps(value, indent=2, sort_keys=False)
+
+
+def filtered(request: HttpRequest, filterset: Any) -> tuple[QuerySet[Any], int]:
+    """Return a list page's rows and status: a filter that does not validate (an unknown choice, an id out of
+    range) shows its error, lists nothing and answers 400, as the API does."""
+    if filterset.is_bound and not filterset.is_valid():
+        for name, errors in filterset.errors.items():
+            label = filterset.form.fields[name].label if name in filterset.form.fields else name
+            for error in errors:
+                messages.error(request, f"{label or name}: {error}")
+        return filterset.queryset.none(), 400
+    return filterset.qs, 200

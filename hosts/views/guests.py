@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from hosts.filters import DomainFilterSet
 from hosts.host_map import cap_rows, vcpu_rows
 from hosts.models import Domain, Host
-from hosts.views.common import viewer_required
+from hosts.views.common import filtered, viewer_required
 
 # ?sort= values the guest list accepts, each with its columns; a leading "-" reverses the first column.
 DOMAIN_SORTS: dict[str, tuple[str, ...]] = {
@@ -53,7 +53,8 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     sort, ordering = _sort_columns(request.GET.get("sort", "host"))
     queryset = Domain.objects.select_related("host").order_by(*ordering)
     filterset = DomainFilterSet(request.GET or None, queryset=queryset)
-    page = Paginator(filterset.qs, DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
+    rows, status = filtered(request, filterset)
+    page = Paginator(rows, DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "hosts/domain_list.html",
@@ -64,6 +65,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
             "sort": sort,
             "filtered": any(k != "sort" and v for k, v in request.GET.items()),
         },
+        status=status,
     )
 
 

@@ -23,7 +23,7 @@ from hosts.inventory import create_host, set_host_partition
 from hosts.models import AuditEvent, Host
 from hosts.queries import hosts_with_counts
 from hosts.validation import messages_by_field
-from hosts.views.common import add_host_required, partition_required, sync_required, viewer_required
+from hosts.views.common import add_host_required, filtered, partition_required, sync_required, viewer_required
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,16 @@ def _queue_sync(request: HttpRequest, host: Host) -> bool:
 def host_list(request: HttpRequest) -> HttpResponse:
     """List the hosts with their status and size, filtered with the same filterset as the API."""
     filterset = HostFilterSet(request.GET or None, queryset=hosts_with_counts())
+    rows, status = filtered(request, filterset)
     return render(
         request,
         "hosts/host_list.html",
         {
             "filter": filterset,
-            "hosts": filterset.qs,
+            "hosts": rows,
             "filtered": bool(request.GET),
         },
+        status=status,
     )
 
 
