@@ -518,7 +518,7 @@ class Profiler:
 
 def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     """Run one change request in this process, without Celery, timed by function."""
-    from hosts import tasks
+    from hosts.changes import requests
     from hosts.changes.requests import approve_change_request
     from hosts.libvirt.session import HostSession
 
@@ -526,12 +526,12 @@ def profile_apply(state: State, scope: str) -> tuple[Profiler, float]:
     sync_all(state)
     cr = create_request(state, index, scope, "bench/apply.py --profile")
     profiler = Profiler()
-    original_delay = tasks.start_change_request.delay_on_commit
-    tasks.start_change_request.delay_on_commit = lambda *a, **k: None  # this process runs it instead
+    original_queue = requests.queue_after_commit
+    requests.queue_after_commit = lambda *a, **k: None  # type: ignore[assignment]  # this process runs it instead
     try:
         approve_change_request(cr.pk, comment="bench --profile", actor=state.approver)
     finally:
-        tasks.start_change_request.delay_on_commit = original_delay
+        requests.queue_after_commit = original_queue  # type: ignore[assignment]
     state.current = -1
     from hosts import inventory
     from hosts.changes import engine, outcomes, start, verify

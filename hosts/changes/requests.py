@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -127,9 +128,7 @@ def approve_change_request(cr_id: int, *, comment: str = "", actor: Actor) -> Ch
     """Approve someone else's pending request; it is applied at once, or at its apply time."""
     cr = _decide(cr_id, approve=True, comment=comment, actor=actor)
     if cr.apply_at is None or cr.apply_at <= timezone.now():
-        from hosts import tasks
-
-        tasks.start_change_request.delay_on_commit(cr.pk)
+        queue_after_commit("hosts.tasks.start_change_request", cr.pk)
     return cr
 
 
@@ -162,7 +161,12 @@ def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
         after={"status": "rolling back", "hosts": sorted(host_ids)},
     )
     jobs = [ApplyJob.objects.create(change_request=cr, host_id=h, kind=ApplyJob.Kind.ROLLBACK) for h in host_ids]
-    from hosts import tasks
-
-    tasks.run_apply_jobs.delay_on_commit([job.pk for job in jobs])
+    queue_after_commit("hosts.tasks.run_apply_jobs", [job.pk for job in jobs])
     return [job.pk for job in jobs]
+
+
+def queue_after_commit(task_name: str, *args: Any) -> None:
+    """Hand a task to the workers once this transaction commits, by name: hosts/tasks.py calls these services
+    and is never imported back by them. A broker that is down makes the commit's caller raise; the decision is
+    recorded all the same and beat picks the work up from the database once the broker is back."""
+    transaction.on_commit(lambda: current_app.send_task(task_name, args=args))
