@@ -198,9 +198,8 @@ def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
 def hosts_answering(host_ids: Sequence[int]) -> list[int]:
     """The hosts worth waiting for when a change starts: not those the last sync found hung or whose retry
     delay has not passed (only a sync brings a hung host back; a change does not wait for one)."""
-    due = hosts_due_for_sync(host_ids)
-    hung = set(Host.objects.filter(pk__in=due, status=Host.Status.UNRESPONSIVE).values_list("pk", flat=True))
-    return [pk for pk in due if pk not in hung]
+    due = Host.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()), pk__in=host_ids)
+    return sorted(due.exclude(status=Host.Status.UNRESPONSIVE).values_list("pk", flat=True))
 
 
 def _store_topology(host: Host, inventory: Inventory) -> None:
