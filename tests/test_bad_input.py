@@ -6,15 +6,18 @@ that takes a row id now accepts 1..2**63-1 only and names itself in the error.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts.filters import AuditEventFilterSet, ChangeRequestFilterSet, DomainFilterSet
 from hosts.inventory import create_host
 from hosts.models import AuditEvent, Host
+from isoweb.asgi import application
 
 pytestmark = pytest.mark.django_db
 
@@ -142,3 +145,55 @@ def test_a_post_to_a_path_id_out_of_range_is_not_found(
 def test_the_change_form_ignores_ids_out_of_range(param: str, host: Host, operator: User, login) -> None:
     response = client_for(operator, login).get("/changes/new/", {param: TOO_BIG})
     assert response.status_code == 200, (response.status_code, response.content[:300])
+
+
+# --- websockets ------------------------------------------------------------------------------------
+
+ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
+NO_CHART_PATHS = [
+    "/ws/hosts/-1/",
+    "/ws/guests/-1/",
+    "/ws/hosts/abc/",
+    "/ws/hosts/1.5/",
+    f"/ws/hosts/{TOO_BIG}/",
+    f"/ws/guests/{2**63}/",
+    "/ws/hosts/1/extra/",
+    "/ws/hosts/",
+    "/ws/",
+    "/ws/nothing/",
+    "/",
+    "/api/hosts/",
+]
+
+
+async def ws_refusal(path: str, *headers: tuple[bytes, bytes]) -> object:
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST, *headers])
+    connected, code = await asyncio.wait_for(communicator.connect(timeout=10), 20)
+    if connected:
+        await communicator.disconnect()
+    assert not connected, path
+    await communicator.wait(timeout=5)  # the application has finished, without raising
+    return code
+
+
+@pytest.mark.parametrize("path", NO_CHART_PATHS)
+def test_a_websocket_to_no_chart_is_closed_with_4404_and_no_error(
+    path: str, redis_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(ws_refusal(path)) == 4404
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "path", ["/ws/hosts/-1/", f"/ws/guests/{TOO_BIG}/", "/ws/nothing/", f"/ws/hosts/{LARGEST_ID}/"]
+)
+def test_a_logged_in_viewer_gets_4404_for_no_chart_and_no_error(
+    path: str, viewer: User, login, redis_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cookie = (b"cookie", f"sessionid={login(viewer).cookies['sessionid'].value}".encode())
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(ws_refusal(path, cookie)) == 4404
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
