@@ -1,7 +1,7 @@
 """Websocket consumers of the live charts: ``/ws/hosts/<id>/`` and ``/ws/guests/<id>/``.
 
 A socket is closed before it joins any group unless its user is logged in, holds a role that may view the
-inventory and names a host or guest that exists; other origins never get here (``AllowedHostsOriginValidator``
+inventory and names a host or guest that exists; other origins never get here (``SameOriginValidator``
 in ``asgi.py``). On connect the chart gets its recent history, caps and markers in one message, then one
 frame per collector tick. What a consumer sends is bounded (history by its store's caps, markers by count)
 and what a browser may ask is tiny: a history resolution, at most once a second; anything else is ignored.
