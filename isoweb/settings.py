@@ -10,8 +10,11 @@ from pathlib import Path
 
 import dj_database_url
 
+from hosts.private_files import private_dir, private_sqlite, tighten, write_private
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("ISOWEB_VAR_DIR", BASE_DIR / "var"))
+# Holds the secret key, the SQLite database and the demo credentials: readable by isoweb's own user only.
+VAR_DIR = private_dir(Path(os.environ.get("ISOWEB_VAR_DIR", BASE_DIR / "var")))
 
 
 def env_str(name: str, default: str) -> str:
@@ -39,15 +42,19 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def _secret_key() -> str:
-    """Return SECRET_KEY from the environment, or a random key kept under var/ for a local run."""
+def _secret_key(var_dir: Path = VAR_DIR) -> str:
+    """Return SECRET_KEY from the environment, or a random key kept under var/ for a local run.
+
+    The key file is 0600 from its creation (in a 0700 directory); if two processes start at once, the first
+    file written wins and both read it.
+    """
     if key := os.environ.get("SECRET_KEY"):
         return key
-    path = VAR_DIR / "secret_key"
+    path = var_dir / "secret_key"
     if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        private_dir(var_dir)
+        write_private(path, secrets.token_urlsafe(50), replace=False)
+    tighten(path, 0o600)
     return path.read_text().strip()
 
 
@@ -120,6 +127,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so the Celery worker the tests start sees the test database.
     DATABASES["default"]["TEST"] = {"NAME": env_str("ISOWEB_TEST_DATABASE", str(VAR_DIR / "test.sqlite3"))}
+    _sqlite_name = str(DATABASES["default"]["NAME"])
+    if _sqlite_name not in ("", ":memory:") and not _sqlite_name.startswith("file:"):
+        private_sqlite(Path(_sqlite_name))  # created 0600 before SQLite first opens it
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

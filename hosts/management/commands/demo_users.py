@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 
+from hosts.private_files import private_dir, write_private
 from hosts.roles import ROLES, ensure_role_groups
 
 
@@ -33,9 +34,8 @@ class Command(BaseCommand):
             user.save()
             user.groups.set([groups[role]])
             lines.append(f"{role} {password}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
-        path.chmod(0o600)
+        private_dir(path.parent)
+        write_private(path, "\n".join(lines) + "\n")  # 0600 from its creation, never readable by others
         self.stdout.write("Demo users (username / password), also in " + str(path) + ":")
         for line in lines:
             username, password = line.split(" ", 1)
