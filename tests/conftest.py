@@ -22,7 +22,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from hosts.harness.fleet import Fleet, port_open, test_fleet
+from hosts.harness.fleet import Fleet, test_fleet
+from hosts.harness.processes import port_open
 from hosts.inventory import create_host, sync_host
 from hosts.libvirt import connection
 from hosts.models import Host

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hosts.harness.fleet import Fleet, GuestSpec, port_open
+from hosts.harness.fleet import Fleet, GuestSpec
 from hosts.harness.guests import define_and_start
+from hosts.harness.processes import port_open
 from tests.conftest import virsh
 
 pytestmark = pytest.mark.fleet
