@@ -74,6 +74,7 @@ SEEN_FRESH_SECONDS = 10.0  # older than this, a session asks again
 IN_FLIGHT_PER_CONNECTION = 4
 MAX_RETRY_BACKOFF_SECONDS = 60.0
 _event_loop_pid: int | None = None
+_event_loop_lock = threading.Lock()
 
 
 def _silence_default_error_printer() -> None:
@@ -95,13 +96,17 @@ def _ensure_event_loop() -> None:
     pid = os.getpid()
     if _event_loop_pid == pid:
         return
-    _links.clear()  # inherited across fork: unusable in this process
-    _stuck.clear()
-    _seen.clear()
-    _silence_default_error_printer()
-    libvirt.virEventRegisterDefaultImpl()
-    threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
-    _event_loop_pid = pid
+    with _event_loop_lock:  # its own lock: the shared one is never held across a libvirt call
+        if _event_loop_pid == pid:
+            return
+        with _lock:
+            _links.clear()  # inherited across fork: unusable in this process
+            _stuck.clear()
+            _seen.clear()
+        _silence_default_error_printer()
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _event_loop_pid = pid
 
 
 def _on_close(conn: libvirt.virConnect, reason: int, uri: str) -> None:
@@ -148,17 +153,20 @@ def connect(uri: str, *, name: str = "", timeout: float | None = None) -> libvir
     """
     who = name or uri
     limit = deadlines.open_seconds() if timeout is None else timeout
+    _ensure_event_loop()
     with _lock:
-        _ensure_event_loop()
         stuck = _stuck.get(uri)
         if stuck is not None and not stuck[1].done():
             raise HostTimeout(f"{who} has not answered since {_since(stuck[0])}")
         _stuck.pop(uri, None)
         link = _links.setdefault(uri, _Link())
         conn = link.conn
-        if conn is not None and conn.isAlive():  # isAlive looks at the client side only: no round trip
-            return conn
-        link.conn = None
+    # Asked outside the lock like every libvirt call (isAlive only looks at the client side: no round trip).
+    if conn is not None and conn.isAlive():
+        return conn
+    with _lock:
+        if link.conn is conn:
+            link.conn = None
         now = time.monotonic()
         if link.opening is None:
             if now < link.retry_at:
