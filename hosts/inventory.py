@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, Count, Q, Value, When
+from django.db.models import Case, Count, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
@@ -189,7 +189,7 @@ def mark_host_down(host_id: int, error: VirtError) -> None:
 
 def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
     """The hosts (of ``host_ids``, or all) worth reading now: all but those waiting out their retry delay."""
-    due = Host.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()))
+    due = _past_retry()
     if host_ids is not None:
         due = due.filter(pk__in=host_ids)
     return sorted(due.values_list("pk", flat=True))
@@ -198,8 +198,13 @@ def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
 def hosts_answering(host_ids: Sequence[int]) -> list[int]:
     """The hosts worth waiting for when a change starts: not those the last sync found hung or whose retry
     delay has not passed (only a sync brings a hung host back; a change does not wait for one)."""
-    due = Host.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()), pk__in=host_ids)
-    return sorted(due.exclude(status=Host.Status.UNRESPONSIVE).values_list("pk", flat=True))
+    due = _past_retry().filter(pk__in=host_ids).exclude(status=Host.Status.UNRESPONSIVE)
+    return sorted(due.values_list("pk", flat=True))
+
+
+def _past_retry() -> QuerySet[Host]:
+    """Hosts not waiting out a retry delay."""
+    return Host.objects.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now()))
 
 
 def _store_topology(host: Host, inventory: Inventory) -> None:

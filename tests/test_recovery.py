@@ -51,9 +51,10 @@ def test_worker_beat_and_collector_carry_on_after_redis_restarts_and_an_approval
         cr_id = propose(login(operator), {"sched": {"vcpu_period": 100000, "vcpu_quota": 40000}}, webs.names[:1])
 
         redis_control.stop()
-        down_at = time.time()
+        asked = time.monotonic()
         approved = login(approver).post(f"/api/change-requests/{cr_id}/approve/", {"comment": "during the outage"})
         assert approved.status_code == 200, approved.content
+        assert time.monotonic() - asked < 10, "queueing should give up within seconds while the broker is down"
         assert "unreachable" in approved.json()["warning"]
         assert ChangeRequest.objects.get(pk=cr_id).status == ChangeRequest.Status.SCHEDULED
         page = login(approver).get(f"/changes/{cr_id}/").content.decode()
@@ -81,7 +82,6 @@ def test_worker_beat_and_collector_carry_on_after_redis_restarts_and_an_approval
             "every host synced after Redis came back",
         )
         wait_for(lambda: newest_frame_time(host) > back_at, 20, 0.5, "fresh chart frames after Redis came back")
-        assert down_at < back_at
         assert celery_worker.poll() is None and beat.poll() is None
         assert "is not answering" not in login(approver).get("/").content.decode()
     finally:

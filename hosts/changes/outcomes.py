@@ -72,7 +72,9 @@ def record_applied(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
     return _record_failed(target, outcome, "Applying failed")
 
 
-def _record_failed(target: ChangeTarget, outcome: Outcome, what: str) -> GuestRecord:
+def _record_failed(
+    target: ChangeTarget, outcome: Outcome, what: str, action: str = AuditEvent.Action.CHANGE_FAILED
+) -> GuestRecord:
     if outcome.untouched:
         status, message = ChangeTarget.Status.FAILED, f"{outcome.error}. It was not changed."
     elif outcome.restore_error:
@@ -84,7 +86,7 @@ def _record_failed(target: ChangeTarget, outcome: Outcome, what: str) -> GuestRe
     fields = set_fields(
         target, status=status, error=error, restore_error=outcome.restore_error, finished_at=timezone.now()
     )
-    event = target_event(target, AuditEvent.Action.CHANGE_FAILED, message, before=public_snapshot(target.before))
+    event = target_event(target, action, message, before=public_snapshot(target.before))
     return GuestRecord(target, fields, event)
 
 
@@ -103,9 +105,7 @@ def record_settled(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
             target, AuditEvent.Action.CHANGE_SETTLED, message, before=public_snapshot(target.before), after=after
         )
         return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "applied"))
-    record = _record_failed(target, outcome, "Settled when its host answered again")
-    record.event.action = AuditEvent.Action.CHANGE_SETTLED
-    return record
+    return _record_failed(target, outcome, "Settled when its host answered again", AuditEvent.Action.CHANGE_SETTLED)
 
 
 def record_rolled_back(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
