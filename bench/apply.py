@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -47,22 +45,22 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    REPO_ROOT,
     BenchError,
     Deadline,
     add_repeat_argument,
     bench_env,
     bench_fleet,
+    log_tail,
     median_run,
     remove_fleet,
     run_in_sandbox,
     settle,
     sizes_type,
     start_redis,
+    start_worker,
     stop_process,
     trim_guests,
     virsh,
-    wait_for,
 )
 
 FLEET_PREFIX = "isoapb"
@@ -77,7 +75,6 @@ MAX_GUESTS = 90  # 64 MiB each; more than this is not what the issue asks for
 # How often the benchmark looks for the end. Not part of isoweb's time (that ends at the worker's own
 # finished_at), so it is slow enough not to take CPU from the worker it measures.
 POLL_SECONDS = 0.05
-WORKER_ARGS = ("-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip")
 
 
 @dataclass(frozen=True)
@@ -190,40 +187,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--apply-timeout", type=float, default=120.0, help="seconds one isoweb apply may take (120)")
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds the whole benchmark may take (1800)")
     return parser.parse_args(argv)
-
-
-def start_worker(var_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **bench_env(var_dir, REDIS_PORT)}
-    hostname = f"isoapb-{os.getpid()}@localhost"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *WORKER_ARGS, "--concurrency", str(WORKER_CONCURRENCY), "--hostname", hostname],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    from isoweb.celery import app
-
-    def ready() -> bool:
-        return proc.poll() is not None or bool(app.control.ping(destination=[hostname], timeout=0.5))
-
-    try:
-        wait_for(ready, 60, "the Celery worker")
-    except BenchError:
-        stop_process(proc)
-        raise
-    if proc.poll() is not None:
-        raise BenchError(f"the Celery worker exited at start:\n{_tail(log_path)}")
-    return proc
-
-
-def _tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
 
 
 def sync_all(state: State) -> None:
@@ -679,7 +642,7 @@ def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
     log_path = var_dir / "celery-worker.log"
     try:
         redis = start_redis(REDIS_PORT, var_dir / "redis")
-        worker = start_worker(var_dir, log_path)
+        worker = start_worker(bench_env(var_dir, REDIS_PORT), WORKER_CONCURRENCY, log_path, "isoapb")
         state: State | None = None
         for size in args.sizes:
             deadline.check(f"starting {size} guests")
@@ -697,7 +660,7 @@ def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
             for scope in ("live", "both") if size in args.both_sizes else ("live",):
                 rows.append(measure(state, floor, scope, args, deadline))
                 if worker.poll() is not None:
-                    raise BenchError(f"the Celery worker died:\n{_tail(log_path)}")
+                    raise BenchError(f"the Celery worker died:\n{log_tail(log_path)}")
         if args.profile and state is not None:
             deadline.check("the profile run")
             print()
@@ -705,7 +668,7 @@ def run(args: argparse.Namespace, var_dir: Path, rows: list[Row]) -> None:
             print_profile(profiler, total, len(state.guests))
     except BenchError:
         if worker is not None:
-            print(f"worker log tail:\n{_tail(log_path)}", file=sys.stderr)
+            print(f"worker log tail:\n{log_tail(log_path)}", file=sys.stderr)
         raise
     finally:
         if floor is not None:

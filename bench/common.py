@@ -403,3 +403,48 @@ def ws_messages(sock: socket.socket, buf: bytes, until: float) -> Iterator[tuple
             if b0 & 0x80:
                 yield time.time(), message
                 message = b""
+
+
+# --- Celery processes -----------------------------------------------------------------------------------
+
+WORKER_ARGS = ("-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip")
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The end of a process's log, for an error message."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def celery_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python <args>`` (a Celery worker or beat) in a session of its own, logging to ``log_path``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def start_worker(env: dict[str, str], concurrency: int, log_path: Path, name: str) -> subprocess.Popen[bytes]:
+    """Start a real Celery worker and wait until it answers a ping; raise BenchError if it does not."""
+    hostname = f"{name}-{os.getpid()}@localhost"
+    proc = celery_process([*WORKER_ARGS, "--concurrency", str(concurrency), "--hostname", hostname], env, log_path)
+    from isoweb.celery import app
+
+    def ready() -> bool:
+        return proc.poll() is not None or bool(app.control.ping(destination=[hostname], timeout=0.5))
+
+    try:
+        wait_for(ready, 60, "the Celery worker")
+    except BenchError:
+        stop_process(proc)
+        raise
+    if proc.poll() is not None:
+        raise BenchError(f"the Celery worker exited at start:\n{log_tail(log_path)}")
+    return proc

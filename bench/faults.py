@@ -72,6 +72,8 @@ from common import (  # noqa: E402
     add_repeat_argument,
     bench_env,
     bench_fleet,
+    celery_process,
+    log_tail,
     percentile,
     port_answers,
     remove_fleet,
@@ -79,11 +81,11 @@ from common import (  # noqa: E402
     settle,
     start_daphne,
     start_redis,
+    start_worker,
     stop_process,
     trim_guests,
     viewer_session,
     virsh,
-    wait_for,
     ws_messages,
     ws_open,
 )
@@ -109,7 +111,6 @@ DEADLINE_VARIABLES = (
     "ISOWEB_LIBVIRT_KEEPALIVE_COUNT",
     "ISOWEB_STATS_TIMEOUT",
 )
-WORKER_ARGS = ("-m", "celery", "-A", "isoweb", "worker", "--loglevel", "INFO", "--without-mingle", "--without-gossip")
 TERMINAL = ("applied", "partially_applied", "failed", "rejected", "rolled_back")
 # Three value sets, so requests planned together from one state can each change something: every request
 # of a side uses a set other than the one the guests hold, and never the same set twice in a row.
@@ -309,51 +310,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _tail(path: Path, chars: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def _celery(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, *args],
-            cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def start_worker(env: dict[str, str], concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
-    hostname = f"isofault-{os.getpid()}@localhost"
-    proc = _celery([*WORKER_ARGS, "--concurrency", str(concurrency), "--hostname", hostname], env, log_path)
-    from isoweb.celery import app
-
-    def ready() -> bool:
-        return proc.poll() is not None or bool(app.control.ping(destination=[hostname], timeout=0.5))
-
-    try:
-        wait_for(ready, 60, "the Celery worker")
-    except BenchError:
-        stop_process(proc)
-        raise
-    if proc.poll() is not None:
-        raise BenchError(f"the Celery worker exited at start:\n{_tail(log_path)}")
-    return proc
-
-
 def start_beat(env: dict[str, str], var_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     schedule = str(var_dir / "celerybeat-schedule")
-    proc = _celery(
+    proc = celery_process(
         ["-m", "celery", "-A", "isoweb", "beat", "--loglevel", "INFO", "--schedule", schedule], env, log_path
     )
     time.sleep(2)
     if proc.poll() is not None:
-        raise BenchError(f"Celery beat exited at start:\n{_tail(log_path)}")
+        raise BenchError(f"Celery beat exited at start:\n{log_tail(log_path)}")
     return proc
 
 
@@ -628,7 +592,7 @@ def run_side(
     spread = ", ".join(f"{run.healthy:.3f}" for run in side.applies)
     print(f"side {name}: approve -> healthy guests applied {spread} s", flush=True)
     if ctx["worker"].poll() is not None:
-        raise BenchError(f"the Celery worker died:\n{_tail(ctx['worker_log'])}")
+        raise BenchError(f"the Celery worker died:\n{log_tail(ctx['worker_log'])}")
 
     if faults:
         os.kill(ctx["stopped"], signal.SIGCONT)
@@ -690,7 +654,7 @@ def run(args: argparse.Namespace, var_dir: Path, report: Report) -> None:
         print(f"fleet: {HOSTS} hosts x {args.guests} guests ({time.monotonic() - started:.1f} s to start)", flush=True)
         settle([member.uri for member in fleet.members], deadline)
         ctx["state"] = setup_state(fleet)
-        worker = ctx["worker"] = start_worker(env, args.concurrency, ctx["worker_log"])
+        worker = ctx["worker"] = start_worker(env, args.concurrency, ctx["worker_log"], "isofault")
         beat = start_beat(env, var_dir, var_dir / "celery-beat.log")
         daphne, ctx["port"] = start_daphne(env)
         ctx["cookie"] = f"sessionid={viewer_session()}"
@@ -705,7 +669,7 @@ def run(args: argparse.Namespace, var_dir: Path, report: Report) -> None:
         run_side("B", True, ctx, args, report, deadline)
     except BenchError:
         if worker is not None:
-            print(f"worker log tail:\n{_tail(ctx['worker_log'])}", file=sys.stderr)
+            print(f"worker log tail:\n{log_tail(ctx['worker_log'])}", file=sys.stderr)
         raise
     finally:
         if ctx["stopped"] is not None:

@@ -23,10 +23,7 @@ per host, ``--ticks`` at most 120, a total ``--budget``; the fleet, Redis and Da
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +48,8 @@ from common import (
     stop_process,
     viewer_session,
     wait_for,
+    ws_messages,
+    ws_open,
 )
 
 FLEET_PREFIX, FLEET_BASE_PORT = "isostat", 16751
@@ -93,70 +92,6 @@ def fetch_cpu_stats_per_guest(uri: str) -> StatsSample:
 # --- a minimal websocket client (the client process; no extra dependency) ------------------------------
 
 
-def _ws_open(port: int, path: str, cookie: str) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
-            f"Cookie: {cookie}\r\n\r\n"
-        ).encode()
-    )
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"{path}: connection closed during the handshake")
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    if b" 101 " not in head.split(b"\r\n", 1)[0]:
-        raise RuntimeError(f"{path}: refused: {head[:200]!r}")
-    return sock, rest
-
-
-def _ws_send(sock: socket.socket, opcode: int, payload: bytes) -> None:
-    mask = os.urandom(4)
-    header = bytes([0x80 | opcode, 0x80 | len(payload)])  # control frames only: payload < 126
-    sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-
-
-def _ws_messages(sock: socket.socket, buf: bytes, until: float) -> Any:
-    def need(n: int) -> bytes:
-        nonlocal buf
-        while len(buf) < n:
-            sock.settimeout(max(0.1, until - time.time()))
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise EOFError
-            buf += chunk
-        out, buf = buf[:n], buf[n:]
-        return out
-
-    message = b""
-    while time.time() < until:
-        try:
-            b0, b1 = need(2)
-            length = b1 & 0x7F
-            if length == 126:
-                length = int.from_bytes(need(2), "big")
-            elif length == 127:
-                length = int.from_bytes(need(8), "big")
-            payload = need(length)
-        except (TimeoutError, EOFError, OSError):
-            return
-        opcode = b0 & 0x0F
-        if opcode == 9:
-            _ws_send(sock, 10, payload)
-        elif opcode == 8:
-            return
-        elif opcode in (0, 1):
-            message += payload
-            if b0 & 0x80:
-                yield time.time(), message
-                message = b""
-
-
 def client_main(args: argparse.Namespace) -> int:
     """Open every websocket, record each frame's latency for ``--seconds``, print them as JSON."""
     latencies: list[tuple[float, float]] = []
@@ -164,9 +99,9 @@ def client_main(args: argparse.Namespace) -> int:
     until = time.time() + args.seconds
 
     def watch(path: str) -> None:
-        sock, rest = _ws_open(args.port, path, args.cookie)
+        sock, rest = ws_open(args.port, path, args.cookie)
         with sock:
-            for received, text in _ws_messages(sock, rest, until):
+            for received, text in ws_messages(sock, rest, until):
                 message = json.loads(text)
                 if message.get("type") == "frame":
                     with lock:
