@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,226 +14,519 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Host',
+            name="Host",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('uri', models.CharField(max_length=500, unique=True, verbose_name='libvirt URI')),
-                ('transport', models.CharField(choices=[('local', 'Local'), ('unix', 'Unix socket'), ('tcp', 'TCP (unencrypted)'), ('tls', 'TLS'), ('ssh', 'SSH')], max_length=10)),
-                ('status', models.CharField(choices=[('up', 'Up'), ('down', 'Down'), ('unknown', 'Unknown')], default='unknown', max_length=10)),
-                ('last_seen_at', models.DateTimeField(blank=True, help_text='Last time the host answered.', null=True)),
-                ('last_sync_at', models.DateTimeField(blank=True, help_text='Last sync attempt.', null=True)),
-                ('last_error', models.TextField(blank=True, help_text='Why the last sync failed, in plain words.')),
-                ('hostname', models.CharField(blank=True, max_length=255)),
-                ('libvirt_version', models.CharField(blank=True, max_length=32)),
-                ('hypervisor_version', models.CharField(blank=True, max_length=32)),
-                ('cpu_model', models.CharField(blank=True, max_length=100)),
-                ('sync_round_trips', models.PositiveIntegerField(blank=True, null=True)),
-                ('sync_seconds', models.FloatField(blank=True, null=True)),
-                ('housekeeping_cpus', models.CharField(blank=True, help_text="CPUs reserved for the host's own work and QEMU emulator threads (a cpulist); the other online CPUs form the guest pool.", max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("uri", models.CharField(max_length=500, unique=True, verbose_name="libvirt URI")),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[
+                            ("local", "Local"),
+                            ("unix", "Unix socket"),
+                            ("tcp", "TCP (unencrypted)"),
+                            ("tls", "TLS"),
+                            ("ssh", "SSH"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("up", "Up"), ("down", "Down"), ("unknown", "Unknown")],
+                        default="unknown",
+                        max_length=10,
+                    ),
+                ),
+                ("last_seen_at", models.DateTimeField(blank=True, help_text="Last time the host answered.", null=True)),
+                ("last_sync_at", models.DateTimeField(blank=True, help_text="Last sync attempt.", null=True)),
+                ("last_error", models.TextField(blank=True, help_text="Why the last sync failed, in plain words.")),
+                ("hostname", models.CharField(blank=True, max_length=255)),
+                ("libvirt_version", models.CharField(blank=True, max_length=32)),
+                ("hypervisor_version", models.CharField(blank=True, max_length=32)),
+                ("cpu_model", models.CharField(blank=True, max_length=100)),
+                ("sync_round_trips", models.PositiveIntegerField(blank=True, null=True)),
+                ("sync_seconds", models.FloatField(blank=True, null=True)),
+                (
+                    "housekeeping_cpus",
+                    models.CharField(
+                        blank=True,
+                        help_text="CPUs reserved for the host's own work and QEMU emulator threads (a cpulist); the other online CPUs form the guest pool.",
+                        max_length=200,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ChangeRequest',
+            name="ChangeRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(choices=[('live', 'Live (running guest only)'), ('config', 'Persistent config (next start)'), ('both', 'Live and persistent config')], default='both', max_length=10)),
-                ('reason', models.TextField()),
-                ('apply_at', models.DateTimeField(blank=True, help_text='Apply no earlier than this; empty: at once.', null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending approval'), ('rejected', 'Rejected'), ('scheduled', 'Approved, waiting to apply'), ('applying', 'Applying'), ('applied', 'Applied'), ('partially_applied', 'Partially applied'), ('failed', 'Failed'), ('rolled_back', 'Rolled back')], db_index=True, default='pending', max_length=20)),
-                ('status_message', models.TextField(blank=True, help_text='Why the request stands as it does, in plain words.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('decision_comment', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('rolled_back_at', models.DateTimeField(blank=True, null=True)),
-                ('decided_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='decided_change_requests', to=settings.AUTH_USER_MODEL)),
-                ('requested_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='change_requests', to=settings.AUTH_USER_MODEL)),
-                ('rolled_back_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='rolled_back_change_requests', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "scope",
+                    models.CharField(
+                        choices=[
+                            ("live", "Live (running guest only)"),
+                            ("config", "Persistent config (next start)"),
+                            ("both", "Live and persistent config"),
+                        ],
+                        default="both",
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.TextField()),
+                (
+                    "apply_at",
+                    models.DateTimeField(
+                        blank=True, help_text="Apply no earlier than this; empty: at once.", null=True
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending approval"),
+                            ("rejected", "Rejected"),
+                            ("scheduled", "Approved, waiting to apply"),
+                            ("applying", "Applying"),
+                            ("applied", "Applied"),
+                            ("partially_applied", "Partially applied"),
+                            ("failed", "Failed"),
+                            ("rolled_back", "Rolled back"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "status_message",
+                    models.TextField(blank=True, help_text="Why the request stands as it does, in plain words."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("decision_comment", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("rolled_back_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "decided_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="decided_change_requests",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="change_requests",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "rolled_back_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rolled_back_change_requests",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Domain',
+            name="Domain",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField()),
-                ('name', models.CharField(max_length=200)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('blocked', 'Blocked'), ('paused', 'Paused'), ('shutdown', 'Shutting down'), ('shutoff', 'Shut off'), ('crashed', 'Crashed'), ('pmsuspended', 'Suspended'), ('nostate', 'No state')], default='nostate', max_length=16)),
-                ('persistent', models.BooleanField(default=True)),
-                ('is_stale', models.BooleanField(default=False, help_text='The host did not answer the last sync; this is the last known state.')),
-                ('vcpus_current', models.PositiveIntegerField(default=0)),
-                ('vcpus_max', models.PositiveIntegerField(default=0)),
-                ('placement', models.CharField(choices=[('static', 'Static'), ('auto', 'Auto (numad)')], default='static', max_length=10)),
-                ('iothread_ids', models.JSONField(blank=True, default=list)),
-                ('tuning_live', models.JSONField(blank=True, null=True)),
-                ('tuning_config', models.JSONField(blank=True, null=True)),
-                ('affinity', models.JSONField(blank=True, default=dict)),
-                ('vcpu_states', models.JSONField(blank=True, default=dict)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='domains', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uuid", models.UUIDField()),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("blocked", "Blocked"),
+                            ("paused", "Paused"),
+                            ("shutdown", "Shutting down"),
+                            ("shutoff", "Shut off"),
+                            ("crashed", "Crashed"),
+                            ("pmsuspended", "Suspended"),
+                            ("nostate", "No state"),
+                        ],
+                        default="nostate",
+                        max_length=16,
+                    ),
+                ),
+                ("persistent", models.BooleanField(default=True)),
+                (
+                    "is_stale",
+                    models.BooleanField(
+                        default=False, help_text="The host did not answer the last sync; this is the last known state."
+                    ),
+                ),
+                ("vcpus_current", models.PositiveIntegerField(default=0)),
+                ("vcpus_max", models.PositiveIntegerField(default=0)),
+                (
+                    "placement",
+                    models.CharField(
+                        choices=[("static", "Static"), ("auto", "Auto (numad)")], default="static", max_length=10
+                    ),
+                ),
+                ("iothread_ids", models.JSONField(blank=True, default=list)),
+                ("tuning_live", models.JSONField(blank=True, null=True)),
+                ("tuning_config", models.JSONField(blank=True, null=True)),
+                ("affinity", models.JSONField(blank=True, default=dict)),
+                ("vcpu_states", models.JSONField(blank=True, default=dict)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="domains", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host__name', 'name'],
+                "ordering": ["host__name", "name"],
             },
         ),
         migrations.CreateModel(
-            name='ChangeTarget',
+            name="ChangeTarget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('domain_uuid', models.UUIDField()),
-                ('domain_name', models.CharField(max_length=200)),
-                ('desired', models.JSONField(help_text='The planned tuning: only the fields the profile sets.')),
-                ('diff', models.JSONField(default=list, help_text='Per field: current value, desired value, whether it changes.')),
-                ('warnings', models.JSONField(default=list)),
-                ('errors', models.JSONField(default=list)),
-                ('before', models.JSONField(blank=True, help_text='Snapshot taken just before applying.', null=True)),
-                ('after', models.JSONField(blank=True, help_text='What libvirt reported after applying.', null=True)),
-                ('status', models.CharField(choices=[('planned', 'Planned'), ('applying', 'Applying'), ('applied', 'Applied and verified'), ('failed', 'Failed, restored'), ('restore_failed', 'Failed, restore failed too'), ('skipped', 'Not applied'), ('rolled_back', 'Rolled back')], default='planned', max_length=20)),
-                ('error', models.TextField(blank=True)),
-                ('restore_error', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('change_request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='targets', to='hosts.changerequest')),
-                ('domain', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='change_targets', to='hosts.domain')),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='change_targets', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("domain_uuid", models.UUIDField()),
+                ("domain_name", models.CharField(max_length=200)),
+                ("desired", models.JSONField(help_text="The planned tuning: only the fields the profile sets.")),
+                (
+                    "diff",
+                    models.JSONField(
+                        default=list, help_text="Per field: current value, desired value, whether it changes."
+                    ),
+                ),
+                ("warnings", models.JSONField(default=list)),
+                ("errors", models.JSONField(default=list)),
+                ("before", models.JSONField(blank=True, help_text="Snapshot taken just before applying.", null=True)),
+                ("after", models.JSONField(blank=True, help_text="What libvirt reported after applying.", null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("planned", "Planned"),
+                            ("applying", "Applying"),
+                            ("applied", "Applied and verified"),
+                            ("failed", "Failed, restored"),
+                            ("restore_failed", "Failed, restore failed too"),
+                            ("skipped", "Not applied"),
+                            ("rolled_back", "Rolled back"),
+                        ],
+                        default="planned",
+                        max_length=20,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("restore_error", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "change_request",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="targets", to="hosts.changerequest"
+                    ),
+                ),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="change_targets",
+                        to="hosts.domain",
+                    ),
+                ),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="change_targets", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['change_request', 'host__name', 'domain_name'],
+                "ordering": ["change_request", "host__name", "domain_name"],
             },
         ),
         migrations.CreateModel(
-            name='ApplyJob',
+            name="ApplyJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('apply', 'Apply'), ('rollback', 'Roll back')], max_length=10)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done')], default='queued', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('change_request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='hosts.changerequest')),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='apply_jobs', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(choices=[("apply", "Apply"), ("rollback", "Roll back")], max_length=10)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("running", "Running"), ("done", "Done")],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "change_request",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="jobs", to="hosts.changerequest"
+                    ),
+                ),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="apply_jobs", to="hosts.host"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='NumaCell',
+            name="NumaCell",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cell_id', models.PositiveIntegerField()),
-                ('memory_kib', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='cells', to='hosts.host')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cell_id", models.PositiveIntegerField()),
+                ("memory_kib", models.PositiveBigIntegerField(blank=True, null=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="cells", to="hosts.host"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'cell_id'],
+                "ordering": ["host", "cell_id"],
             },
         ),
         migrations.CreateModel(
-            name='HostCPU',
+            name="HostCPU",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cpu_id', models.PositiveIntegerField()),
-                ('socket_id', models.IntegerField(blank=True, null=True)),
-                ('die_id', models.IntegerField(blank=True, null=True)),
-                ('core_id', models.IntegerField(blank=True, null=True)),
-                ('siblings', models.CharField(help_text='Hyperthread siblings as a cpulist.', max_length=100)),
-                ('online', models.BooleanField(default=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='cpus', to='hosts.host')),
-                ('cell', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='cpus', to='hosts.numacell')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cpu_id", models.PositiveIntegerField()),
+                ("socket_id", models.IntegerField(blank=True, null=True)),
+                ("die_id", models.IntegerField(blank=True, null=True)),
+                ("core_id", models.IntegerField(blank=True, null=True)),
+                ("siblings", models.CharField(help_text="Hyperthread siblings as a cpulist.", max_length=100)),
+                ("online", models.BooleanField(default=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="cpus", to="hosts.host"
+                    ),
+                ),
+                (
+                    "cell",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="cpus", to="hosts.numacell"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'cpu_id'],
+                "ordering": ["host", "cpu_id"],
             },
         ),
         migrations.CreateModel(
-            name='PinProfile',
+            name="PinProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pin_profiles', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pin_profiles",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('action', models.CharField(choices=[('host.create', 'Host added'), ('host.update', 'Host changed'), ('host.partition', 'Host CPU partition set'), ('host.down', 'Host went down'), ('host.up', 'Host came back'), ('profile.create', 'Profile created'), ('profile.revise', 'Profile revised'), ('change.create', 'Change request submitted'), ('change.approve', 'Change request approved'), ('change.reject', 'Change request rejected'), ('change.apply', 'Apply started'), ('change.applied', 'Guest changed and verified'), ('change.failed', 'Guest change failed and was restored'), ('change.aborted', 'Change request failed before touching anything'), ('change.rollback', 'Rollback requested'), ('change.rolled_back', 'Guest rolled back')], db_index=True, max_length=40)),
-                ('object_repr', models.CharField(help_text='What was changed, as it was named then.', max_length=200)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
-                ('message', models.TextField(blank=True)),
-                ('actor', models.ForeignKey(blank=True, help_text='Who acted; empty for the system (e.g. a sync noticing a host went down).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to=settings.AUTH_USER_MODEL)),
-                ('change_request', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='hosts.changerequest')),
-                ('domain', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='hosts.domain')),
-                ('host', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='hosts.host')),
-                ('profile', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='hosts.pinprofile')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("host.create", "Host added"),
+                            ("host.update", "Host changed"),
+                            ("host.partition", "Host CPU partition set"),
+                            ("host.down", "Host went down"),
+                            ("host.up", "Host came back"),
+                            ("profile.create", "Profile created"),
+                            ("profile.revise", "Profile revised"),
+                            ("change.create", "Change request submitted"),
+                            ("change.approve", "Change request approved"),
+                            ("change.reject", "Change request rejected"),
+                            ("change.apply", "Apply started"),
+                            ("change.applied", "Guest changed and verified"),
+                            ("change.failed", "Guest change failed and was restored"),
+                            ("change.aborted", "Change request failed before touching anything"),
+                            ("change.rollback", "Rollback requested"),
+                            ("change.rolled_back", "Guest rolled back"),
+                        ],
+                        db_index=True,
+                        max_length=40,
+                    ),
+                ),
+                ("object_repr", models.CharField(help_text="What was changed, as it was named then.", max_length=200)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
+                ("message", models.TextField(blank=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Who acted; empty for the system (e.g. a sync noticing a host went down).",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "change_request",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="hosts.changerequest",
+                    ),
+                ),
+                (
+                    "domain",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="hosts.domain",
+                    ),
+                ),
+                (
+                    "host",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="hosts.host",
+                    ),
+                ),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="hosts.pinprofile",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='PinProfileRevision',
+            name="PinProfileRevision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('content', models.JSONField()),
-                ('comment', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pin_profile_revisions', to=settings.AUTH_USER_MODEL)),
-                ('profile', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='hosts.pinprofile')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("content", models.JSONField()),
+                ("comment", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pin_profile_revisions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "profile",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="revisions", to="hosts.pinprofile"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['profile', '-number'],
+                "ordering": ["profile", "-number"],
             },
         ),
         migrations.AddField(
-            model_name='changerequest',
-            name='profile_revision',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='change_requests', to='hosts.pinprofilerevision'),
+            model_name="changerequest",
+            name="profile_revision",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="change_requests",
+                to="hosts.pinprofilerevision",
+            ),
         ),
         migrations.AddIndex(
-            model_name='domain',
-            index=models.Index(fields=['name'], name='domain_name_idx'),
+            model_name="domain",
+            index=models.Index(fields=["name"], name="domain_name_idx"),
         ),
         migrations.AddConstraint(
-            model_name='domain',
-            constraint=models.UniqueConstraint(fields=('host', 'uuid'), name='domain_uuid_unique_per_host'),
+            model_name="domain",
+            constraint=models.UniqueConstraint(fields=("host", "uuid"), name="domain_uuid_unique_per_host"),
         ),
         migrations.AddConstraint(
-            model_name='changetarget',
-            constraint=models.UniqueConstraint(fields=('change_request', 'host', 'domain_uuid'), name='change_target_unique'),
+            model_name="changetarget",
+            constraint=models.UniqueConstraint(
+                fields=("change_request", "host", "domain_uuid"), name="change_target_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='applyjob',
-            constraint=models.UniqueConstraint(fields=('change_request', 'host', 'kind'), name='apply_job_unique'),
+            model_name="applyjob",
+            constraint=models.UniqueConstraint(fields=("change_request", "host", "kind"), name="apply_job_unique"),
         ),
         migrations.AddConstraint(
-            model_name='numacell',
-            constraint=models.UniqueConstraint(fields=('host', 'cell_id'), name='numacell_unique_per_host'),
+            model_name="numacell",
+            constraint=models.UniqueConstraint(fields=("host", "cell_id"), name="numacell_unique_per_host"),
         ),
         migrations.AddConstraint(
-            model_name='hostcpu',
-            constraint=models.UniqueConstraint(fields=('host', 'cpu_id'), name='hostcpu_unique_per_host'),
+            model_name="hostcpu",
+            constraint=models.UniqueConstraint(fields=("host", "cpu_id"), name="hostcpu_unique_per_host"),
         ),
         migrations.AddConstraint(
-            model_name='pinprofilerevision',
-            constraint=models.UniqueConstraint(fields=('profile', 'number'), name='profile_revision_number_unique'),
+            model_name="pinprofilerevision",
+            constraint=models.UniqueConstraint(fields=("profile", "number"), name="profile_revision_number_unique"),
         ),
         migrations.AddConstraint(
-            model_name='changerequest',
-            constraint=models.CheckConstraint(condition=models.Q(('decided_by__isnull', True), models.Q(('decided_by', models.F('requested_by')), _negated=True), _connector='OR'), name='change_request_four_eyes', violation_error_message='A change request must be decided by someone other than its requester.'),
+            model_name="changerequest",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("decided_by__isnull", True),
+                    models.Q(("decided_by", models.F("requested_by")), _negated=True),
+                    _connector="OR",
+                ),
+                name="change_request_four_eyes",
+                violation_error_message="A change request must be decided by someone other than its requester.",
+            ),
         ),
     ]

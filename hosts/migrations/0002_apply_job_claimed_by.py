@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0001_initial'),
+        ("hosts", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='applyjob',
-            name='claimed_by',
-            field=models.CharField(blank=True, help_text='hostname:pid of the claiming worker.', max_length=200),
+            model_name="applyjob",
+            name="claimed_by",
+            field=models.CharField(blank=True, help_text="hostname:pid of the claiming worker.", max_length=200),
         ),
         migrations.AlterField(
-            model_name='applyjob',
-            name='claimed_at',
-            field=models.DateTimeField(blank=True, help_text='Last sign of life of the claiming worker.', null=True),
+            model_name="applyjob",
+            name="claimed_at",
+            field=models.DateTimeField(blank=True, help_text="Last sign of life of the claiming worker.", null=True),
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0002_apply_job_claimed_by'),
+        ("hosts", "0002_apply_job_claimed_by"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='changetarget',
-            name='errors',
+            model_name="changetarget",
+            name="errors",
         ),
     ]

@@ -4,45 +4,89 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('hosts', '0003_drop_unused_target_errors'),
+        ("hosts", "0003_drop_unused_target_errors"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='host',
-            name='failures',
-            field=models.PositiveIntegerField(default=0, help_text='Syncs in a row that found the host down or hung.'),
+            model_name="host",
+            name="failures",
+            field=models.PositiveIntegerField(default=0, help_text="Syncs in a row that found the host down or hung."),
         ),
         migrations.AddField(
-            model_name='host',
-            name='retry_at',
-            field=models.DateTimeField(blank=True, help_text='A host that does not answer is not synced again before this.', null=True),
+            model_name="host",
+            name="retry_at",
+            field=models.DateTimeField(
+                blank=True, help_text="A host that does not answer is not synced again before this.", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='host',
-            name='status_since',
-            field=models.DateTimeField(blank=True, help_text='Since when the host has this status.', null=True),
+            model_name="host",
+            name="status_since",
+            field=models.DateTimeField(blank=True, help_text="Since when the host has this status.", null=True),
         ),
         migrations.AlterField(
-            model_name='applyjob',
-            name='kind',
-            field=models.CharField(choices=[('apply', 'Apply'), ('rollback', 'Roll back'), ('settle', 'Verify guests left unknown')], max_length=10),
+            model_name="applyjob",
+            name="kind",
+            field=models.CharField(
+                choices=[("apply", "Apply"), ("rollback", "Roll back"), ("settle", "Verify guests left unknown")],
+                max_length=10,
+            ),
         ),
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('host.create', 'Host added'), ('host.update', 'Host changed'), ('host.partition', 'Host CPU partition set'), ('host.down', 'Host went down'), ('host.up', 'Host came back'), ('profile.create', 'Profile created'), ('profile.revise', 'Profile revised'), ('change.create', 'Change request submitted'), ('change.approve', 'Change request approved'), ('change.reject', 'Change request rejected'), ('change.apply', 'Apply started'), ('change.applied', 'Guest changed and verified'), ('change.failed', 'Guest change failed and was restored'), ('change.aborted', 'Change request failed before touching anything'), ('change.rollback', 'Rollback requested'), ('change.rolled_back', 'Guest rolled back'), ('change.unknown', 'Host stopped answering mid-change: guest to verify'), ('change.settled', 'Guest left unknown verified when its host answered')], db_index=True, max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("host.create", "Host added"),
+                    ("host.update", "Host changed"),
+                    ("host.partition", "Host CPU partition set"),
+                    ("host.down", "Host went down"),
+                    ("host.up", "Host came back"),
+                    ("profile.create", "Profile created"),
+                    ("profile.revise", "Profile revised"),
+                    ("change.create", "Change request submitted"),
+                    ("change.approve", "Change request approved"),
+                    ("change.reject", "Change request rejected"),
+                    ("change.apply", "Apply started"),
+                    ("change.applied", "Guest changed and verified"),
+                    ("change.failed", "Guest change failed and was restored"),
+                    ("change.aborted", "Change request failed before touching anything"),
+                    ("change.rollback", "Rollback requested"),
+                    ("change.rolled_back", "Guest rolled back"),
+                    ("change.unknown", "Host stopped answering mid-change: guest to verify"),
+                    ("change.settled", "Guest left unknown verified when its host answered"),
+                ],
+                db_index=True,
+                max_length=40,
+            ),
         ),
         migrations.AlterField(
-            model_name='changetarget',
-            name='status',
-            field=models.CharField(choices=[('planned', 'Planned'), ('applying', 'Applying'), ('applied', 'Applied and verified'), ('failed', 'Failed, restored'), ('restore_failed', 'Failed, restore failed too'), ('skipped', 'Not applied'), ('rolled_back', 'Rolled back'), ('unknown', 'Unknown: the host stopped answering mid-change; verified when it answers')], default='planned', max_length=20),
+            model_name="changetarget",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("planned", "Planned"),
+                    ("applying", "Applying"),
+                    ("applied", "Applied and verified"),
+                    ("failed", "Failed, restored"),
+                    ("restore_failed", "Failed, restore failed too"),
+                    ("skipped", "Not applied"),
+                    ("rolled_back", "Rolled back"),
+                    ("unknown", "Unknown: the host stopped answering mid-change; verified when it answers"),
+                ],
+                default="planned",
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='host',
-            name='status',
-            field=models.CharField(choices=[('up', 'Up'), ('down', 'Down'), ('unresponsive', 'Not answering'), ('unknown', 'Unknown')], default='unknown', max_length=20),
+            model_name="host",
+            name="status",
+            field=models.CharField(
+                choices=[("up", "Up"), ("down", "Down"), ("unresponsive", "Not answering"), ("unknown", "Unknown")],
+                default="unknown",
+                max_length=20,
+            ),
         ),
     ]

@@ -2,6 +2,7 @@
 
 from hosts.models.audit import AuditEvent
 from hosts.models.changes import ApplyJob, ChangeRequest, ChangeTarget
+from hosts.models.drift import Drift
 from hosts.models.inventory import Domain, Host, HostCPU, NumaCell
 from hosts.models.profiles import PinProfile, PinProfileRevision
 
@@ -11,6 +12,7 @@ __all__ = [
     "ChangeRequest",
     "ChangeTarget",
     "Domain",
+    "Drift",
     "Host",
     "HostCPU",
     "NumaCell",

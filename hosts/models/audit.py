@@ -46,6 +46,18 @@ class AuditEvent(models.Model):
         CHANGE_ROLLED_BACK = "change.rolled_back", "Guest rolled back"
         CHANGE_UNKNOWN = "change.unknown", "Host stopped answering mid-change: guest to verify"
         CHANGE_SETTLED = "change.settled", "Guest left unknown verified when its host answered"
+        DRIFT_FOUND = "drift.found", "Drift found"
+        DRIFT_RESOLVED = "drift.resolved", "Drift resolved"
+        DRIFT_REASSERT = "drift.reassert", "Approved state re-asserted automatically"
+        HOST_MAINTENANCE = "host.maintenance", "Host put in maintenance"
+        HOST_RESUME = "host.resume", "Host back in service"
+        HOST_REMOVE = "host.remove", "Host removed"
+        USER_CREATE = "user.create", "User created"
+        USER_UPDATE = "user.update", "User changed"
+        USER_DEACTIVATE = "user.deactivate", "User deactivated"
+        USER_PASSWORD = "user.password", "Password reset"
+        TOKEN_CREATE = "token.create", "API token created"
+        TOKEN_REVOKE = "token.revoke", "API token revoked"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

@@ -48,6 +48,12 @@ class Host(models.Model):
         help_text="CPUs reserved for the host's own work and QEMU emulator threads (a cpulist); "
         "the other online CPUs form the guest pool.",
     )
+    auto_reassert = models.BooleanField(
+        "re-assert automatically",
+        default=False,
+        help_text="Put the approved state back on this host's guests as soon as drift is found, "
+        "without a change request to approve (each repair is audited with the drift it repaired).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -142,6 +148,13 @@ class Domain(models.Model):
     affinity = models.JSONField(default=dict, blank=True)
     vcpu_states = models.JSONField(default=dict, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    desired_state = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the applied change requests say each managed field should be, per scope: "
+        '{"live": {...}, "config": {...}} in the shape of ChangeTarget.desired. Fields no request set '
+        "are not managed.",
+    )
 
     class Meta:
         ordering = ["host__name", "name"]
