@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "django_tables2",
     "hosts",
 ]
 
@@ -106,6 +107,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "hosts.roles.roles_context",
                 "hosts.health.health_context",
+                "hosts.menu.menu_context",
             ],
         },
     },
@@ -148,7 +150,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise expects it even when serving from finders
-STATICFILES_DIRS = [BASE_DIR / "static", ("uplot", BASE_DIR / "node_modules" / "uplot" / "dist")]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("uplot", BASE_DIR / "node_modules" / "uplot" / "dist"),
+    ("bootstrap", BASE_DIR / "node_modules" / "bootstrap" / "dist"),
+    ("swagger-ui", BASE_DIR / "node_modules" / "swagger-ui-dist"),
+]
 # Serve straight from the finders so a local run needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -3,11 +3,19 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
+
+from hosts.views.api_docs import api_docs
 
 urlpatterns = [
     path("", include("hosts.urls")),
+    # The host list is the home page; /hosts/ is where people look for it.
+    path("hosts/", RedirectView.as_view(pattern_name="hosts:host-list", query_string=True), name="host-list-alias"),
+    path("api/docs/", api_docs, name="api-docs"),
     path("api/", include("hosts.api.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
 ]
+
+handler500 = "hosts.views.errors.server_error"
