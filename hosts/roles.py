@@ -10,6 +10,13 @@ from django.http import HttpRequest
 
 VIEWER, OPERATOR, APPROVER, ADMIN = "viewer", "operator", "approver", "admin"
 ROLES = (VIEWER, OPERATOR, APPROVER, ADMIN)
+# What each role may do, in the words the users page shows beside it.
+ROLE_DESCRIPTIONS = {
+    VIEWER: "sees inventory, plans and charts",
+    OPERATOR: "drafts profiles and change requests, asks for syncs",
+    APPROVER: "approves or rejects other people's change requests, rolls back",
+    ADMIN: "manages hosts, their CPU partitions, users and roles",
+}
 
 
 def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
@@ -35,6 +42,11 @@ def can_manage_hosts(user: AbstractBaseUser | AnonymousUser) -> bool:
     return ADMIN in roles_of(user)
 
 
+def can_manage_users(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Admins create users, give and take roles, deactivate accounts, reset passwords and revoke tokens."""
+    return ADMIN in roles_of(user)
+
+
 def can_sync(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Asking for a fresh sync changes nothing on the hosts; operators and up may."""
     return bool(roles_of(user) & {OPERATOR, APPROVER, ADMIN})
@@ -52,6 +64,7 @@ def roles_context(request: HttpRequest) -> dict[str, Any]:
     return {
         "user_roles": sorted(roles),
         "can_manage_hosts": ADMIN in roles,
+        "can_manage_users": ADMIN in roles,
         "can_sync": bool(roles & {OPERATOR, APPROVER, ADMIN}),
         "can_draft": OPERATOR in roles,
         "can_approve": APPROVER in roles,

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from hosts.views import audit, changes, guests, hosts, profiles
+from hosts.views import audit, changes, guests, hosts, profiles, users
 
 app_name = "hosts"
 
@@ -25,4 +25,12 @@ urlpatterns = [
     path("changes/<int:pk>/reject/", changes.change_reject, name="change-reject"),
     path("changes/<int:pk>/rollback/", changes.change_rollback, name="change-rollback"),
     path("audit/", audit.audit_list, name="audit-list"),
+    path("users/", users.user_list, name="user-list"),
+    path("users/new/", users.user_create, name="user-create"),
+    path("users/<int:pk>/", users.user_detail, name="user-detail"),
+    path("users/<int:pk>/roles/", users.user_roles, name="user-roles"),
+    path("users/<int:pk>/active/", users.user_active, name="user-active"),
+    path("users/<int:pk>/password/", users.user_password, name="user-password"),
+    path("users/<int:pk>/tokens/revoke/", users.user_tokens_revoke, name="user-tokens-revoke"),
+    path("users/<int:pk>/tokens/<str:key>/revoke/", users.user_token_revoke, name="user-token-revoke"),
 ]

@@ -6,6 +6,7 @@ single-machine install: SQLite under var/, Redis on localhost, DEBUG off.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -74,7 +75,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "django_tables2",
@@ -90,6 +92,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout answer (hosts/views/lockout.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "isoweb.urls"
@@ -141,6 +145,61 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "hosts:host-list"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Authentication: lockout (django-axes), API tokens (django-rest-knox), optional LDAP -------------------
+# django-axes counts failed logins (the login form and POST /api/auth/token/) per user name and client address
+# in the database, so every web server shares the count; after ISOWEB_LOGIN_FAILURE_LIMIT failures that pair
+# is refused for ISOWEB_LOGIN_COOLOFF seconds, counted again from each attempt made while locked out.
+AXES_FAILURE_LIMIT = env_int("ISOWEB_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("ISOWEB_LOGIN_COOLOFF", 900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # last_login says who logged in; a row per success would grow for ever
+AXES_LOCKOUT_CALLABLE = "hosts.views.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "hosts.views.lockout.client_address"
+# Behind N reverse proxies that each append to X-Forwarded-For, the client is the Nth address from the right;
+# 0 (no proxy) takes the connection's own address, and a client cannot forge its way out of a lockout.
+ISOWEB_TRUSTED_PROXY_COUNT = env_int("ISOWEB_TRUSTED_PROXY_COUNT", 0)
+
+# API tokens: random, stored only as a SHA-512 digest, expiring after ISOWEB_TOKEN_TTL_HOURS (30 days by
+# default: long enough for a script's credentials, short enough that a forgotten token dies by itself).
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_float("ISOWEB_TOKEN_TTL_HOURS", 720)),
+    "AUTO_REFRESH": False,
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# LDAP login, only when ISOWEB_LDAP_URI is set: users are looked up under ISOWEB_LDAP_USER_SEARCH_BASE, their
+# groups under ISOWEB_LDAP_GROUP_SEARCH_BASE, and ISOWEB_LDAP_ROLE_GROUPS ("operator=cn=ops,ou=groups,dc=x;
+# admin=cn=...") gives each role the group whose members hold it, re-read at every login.
+ISOWEB_LDAP_URI = env_str("ISOWEB_LDAP_URI", "")
+ISOWEB_LDAP_ROLE_GROUPS = env_str("ISOWEB_LDAP_ROLE_GROUPS", "")
+if ISOWEB_LDAP_URI:
+    import ldap
+    from django_auth_ldap.config import GroupOfNamesType, LDAPSearch
+
+    AUTHENTICATION_BACKENDS.insert(1, "hosts.ldap_login.RoleMappingLDAPBackend")
+    AUTH_LDAP_SERVER_URI = ISOWEB_LDAP_URI
+    AUTH_LDAP_BIND_DN = env_str("ISOWEB_LDAP_BIND_DN", "")
+    AUTH_LDAP_BIND_PASSWORD = env_str("ISOWEB_LDAP_BIND_PASSWORD", "")
+    AUTH_LDAP_START_TLS = env_bool("ISOWEB_LDAP_START_TLS", False)
+    AUTH_LDAP_USER_SEARCH = LDAPSearch(
+        env_str("ISOWEB_LDAP_USER_SEARCH_BASE", ""),
+        ldap.SCOPE_SUBTREE,
+        env_str("ISOWEB_LDAP_USER_FILTER", "(uid=%(user)s)"),
+    )
+    AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+        env_str("ISOWEB_LDAP_GROUP_SEARCH_BASE", ""),
+        ldap.SCOPE_SUBTREE,
+        env_str("ISOWEB_LDAP_GROUP_FILTER", "(objectClass=groupOfNames)"),
+    )
+    AUTH_LDAP_GROUP_TYPE = GroupOfNamesType()
+    AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+    AUTH_LDAP_ALWAYS_UPDATE_USER = True
+    # Every directory call has a deadline: a directory that does not answer fails the login, never hangs it.
+    _ldap_timeout = env_float("ISOWEB_LDAP_TIMEOUT", 5.0)
+    AUTH_LDAP_GLOBAL_OPTIONS = {ldap.OPT_NETWORK_TIMEOUT: _ldap_timeout, ldap.OPT_TIMEOUT: _ldap_timeout}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -278,8 +337,17 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("ISOWEB_WORKER_MAX_TASKS_PER_CHILD",
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
     ],
+    # Per web-server process (the local-memory cache): the API keeps answering when Redis is down.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("ISOWEB_API_ANON_RATE", "30/minute"),
+        "user": env_str("ISOWEB_API_USER_RATE", "1200/minute"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["hosts.api.permissions.CanView"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",

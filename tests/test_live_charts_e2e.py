@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 
+from hosts.accounts import issue_token
 from hosts.harness.fleet import Fleet
 from hosts.inventory import sync_host
 from hosts.models import Domain, Host
@@ -54,7 +54,7 @@ def burner(fleet: Fleet, fleet_hosts: list[Host]) -> Iterator[Domain]:
 
 
 def _token(user: User) -> str:
-    return str(Token.objects.get_or_create(user=user)[0].key)
+    return issue_token(user, actor=user).secret
 
 
 def _api(base: str, token: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from hosts.api.audit import AuditEventViewSet
-from hosts.api.auth import TokenView
+from hosts.api.auth import LogoutAllView, TokenView
 from hosts.api.changes import ChangeRequestViewSet
 from hosts.api.guests import DomainViewSet
 from hosts.api.hosts import HostViewSet
 from hosts.api.profiles import ProfileViewSet
+from hosts.api.users import UserViewSet
 
 app_name = "api"
 
@@ -19,9 +20,11 @@ router.register("domains", DomainViewSet, basename="domain")
 router.register("profiles", ProfileViewSet, basename="profile")
 router.register("change-requests", ChangeRequestViewSet, basename="change-request")
 router.register("audit-events", AuditEventViewSet, basename="audit-event")
+router.register("users", UserViewSet, basename="user")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="token"),
+    path("auth/logout-all/", LogoutAllView.as_view(), name="logout-all"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include(router.urls)),
 ]
