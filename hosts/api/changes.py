@@ -25,6 +25,8 @@ from hosts.changes.requests import (
     reject_change_request,
     request_rollback,
 )
+from hosts.changes.rollback import apply_after, rollback_result
+from hosts.changes.rollback_preview import preview_rollback
 from hosts.filters import ChangeRequestFilterSet
 from hosts.models import ChangeRequest, ChangeTarget, Domain, PinProfile, PinProfileRevision
 from hosts.validation import messages_by_field
@@ -38,6 +40,11 @@ class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
 
     host_name = serializers.CharField(source="host.name", read_only=True)
     before = serializers.SerializerMethodField()
+    after = serializers.SerializerMethodField(help_text="What the apply read back after writing.")
+    rollback = serializers.SerializerMethodField(
+        help_text="Once rolled back: when it finished, and per field (scope, field, wrote, now, restore_to, "
+        "action: restore | conflict | already, why) what was restored and verified or left alone."
+    )
 
     class Meta:
         model = ChangeTarget
@@ -54,6 +61,7 @@ class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
             "warnings",
             "before",
             "after",
+            "rollback",
             "error",
             "restore_error",
             "started_at",
@@ -63,6 +71,12 @@ class TargetSerializer(serializers.ModelSerializer[ChangeTarget]):
 
     def get_before(self, obj: ChangeTarget) -> dict[str, Any] | None:
         return public_snapshot(obj.before)
+
+    def get_after(self, obj: ChangeTarget) -> dict[str, Any] | None:
+        return apply_after(obj.after)
+
+    def get_rollback(self, obj: ChangeTarget) -> dict[str, Any] | None:
+        return rollback_result(obj.after)
 
 
 class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
@@ -148,6 +162,14 @@ class ChangeRequestSerializer(serializers.ModelSerializer[ChangeRequest]):
             raise serializers.ValidationError(messages_by_field(exc, unnamed="detail")) from exc
 
 
+class RollbackPreviewSerializer(serializers.Serializer[Any]):
+    """A rollback preview (documentation only): per guest, what would be restored and what conflicts."""
+
+    change_request = serializers.IntegerField()
+    can_roll_back = serializers.BooleanField()
+    guests = serializers.ListField(child=serializers.DictField())
+
+
 class DecisionSerializer(serializers.Serializer[Any]):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -208,6 +230,22 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
         data = DecisionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return self._act(request, reject_change_request, comment=data.validated_data["comment"])
+
+    @extend_schema(request=None, responses={200: RollbackPreviewSerializer})
+    @action(detail=True, methods=["get"], url_path="rollback-preview", permission_classes=[CanApprove])
+    def rollback_preview(self, request: Request, pk: str | None = None) -> Response:
+        """What a rollback would do now, per guest, read from the hosts: fields restored (value now -> value
+        restored) and conflicts (changed since: left alone, with why). Read-only; a host that does not answer
+        within its deadline is reported as such (``answered: false``)."""
+        cr = self.get_object()
+        guests = preview_rollback(cr)
+        return Response(
+            {
+                "change_request": cr.pk,
+                "can_roll_back": cr.status in ChangeRequest.ROLLBACKABLE and not cr.rolled_back_by_id,
+                "guests": [guest.as_json() for guest in guests],
+            }
+        )
 
     @extend_schema(request=None, responses={202: ChangeRequestSerializer})
     @action(detail=True, methods=["post"], permission_classes=[CanApprove])

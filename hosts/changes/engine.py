@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -38,6 +38,8 @@ from hosts.changes.outcomes import (
     write_records,
 )
 from hosts.changes.records import fail_target, finish_change_request, target_event
+from hosts.changes.rollback import LaterWrites
+from hosts.desired import later_writes
 from hosts.libvirt import connection, deadlines, pools
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts
@@ -61,6 +63,8 @@ class _HostRun:
     targets: list[ChangeTarget]
     scopes: tuple[str, ...]
     session: HostSession | None = None
+    # A rollback's targets: who set each of their guest's fields later (hosts.desired.later_writes).
+    later: dict[int, LaterWrites] = field(default_factory=dict)
 
     @property
     def applying(self) -> bool:
@@ -174,7 +178,9 @@ def _snapshot(run: _HostRun, target: ChangeTarget) -> Outcome:
 
 
 def _work(run: _HostRun, target: ChangeTarget) -> Outcome:
-    one = apply_guest if run.applying else settle_guest if run.settling else rollback_guest
+    if not run.applying and not run.settling:
+        return rollback_guest(run.connected, target, run.scopes, run.later.get(target.pk))
+    one = apply_guest if run.applying else settle_guest
     return one(run.connected, target, run.scopes)
 
 
@@ -263,6 +269,9 @@ def run_jobs(job_ids: Sequence[int], claimed: Sequence[ApplyJob] = ()) -> list[i
         _HostRun(job, targets.get((job.change_request_id, job.host_id), []), SCOPE_PARTS[job.change_request.scope])
         for job in jobs
     ]
+    for run in runs:
+        if run.job.kind == ApplyJob.Kind.ROLLBACK:
+            run.later = later_writes(run.targets)
     _run(runs)
     return busy
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hosts.changes import fields
+from hosts.changes.rollback import LaterWrites, plan_rollback, restoring
 from hosts.changes.verify import VerifyError, touched, verify
 from hosts.libvirt.errors import VirtError
 from hosts.libvirt.facts import DomainFacts
@@ -16,7 +18,8 @@ STATE_CODES = {name: code for code, name in DOMAIN_STATES.items()}
 
 
 def undo_snapshot(target: ChangeTarget) -> dict[str, Any]:
-    """The snapshot to restore: the config's exact XML, and the live values the change touched."""
+    """The snapshot to restore from: the live values the change touched, and the config XML whose touched
+    ``<cputune>`` elements go back (never the whole XML: see HostSession.restore)."""
     before = dict(target.before or {})
     if before.get("live"):
         before["live"] = touched(before["live"], target.desired)
@@ -46,6 +49,8 @@ class Outcome:
     unknown: bool = False
     # Nothing was sent to the guest (its host's deadline passed before its turn).
     untouched: bool = False
+    # A rollback's plan, field by field, as JSON (hosts/changes/rollback.py): restored, conflicts, already back.
+    rollback: list[dict[str, Any]] | None = None
 
 
 def snapshot_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
@@ -88,7 +93,7 @@ def _restore_after(session: HostSession, target: ChangeTarget, scopes: tuple[str
     uuid = str(target.domain_uuid)
     restore_error = ""
     try:
-        session.restore(uuid, undo_snapshot(target), scopes)
+        session.restore(uuid, undo_snapshot(target), scopes, fields.labels(target.desired))
         leftover = restore_problems(target, session.read_guest(uuid, scopes), scopes)
         if leftover:
             restore_error = "after restoring: " + "; ".join(leftover)
@@ -97,16 +102,28 @@ def _restore_after(session: HostSession, target: ChangeTarget, scopes: tuple[str
     return Outcome(False, error=error, restore_error=restore_error)
 
 
-def rollback_guest(session: HostSession, target: ChangeTarget, scopes: tuple[str, ...]) -> Outcome:
-    """Put one changed guest back as its snapshot found it, and check that it is."""
+def rollback_guest(
+    session: HostSession, target: ChangeTarget, scopes: tuple[str, ...], later: LaterWrites | None = None
+) -> Outcome:
+    """Put back, on one changed guest, each field the change wrote that still holds what it wrote; verify it.
+
+    The guest is read first and planned field by field (hosts/changes/rollback.py): a field changed since
+    (``later`` says by which request, if one) is a conflict, left alone and reported in ``Outcome.rollback``.
+    """
     uuid = str(target.domain_uuid)
     try:
-        session.restore(uuid, undo_snapshot(target), scopes)
-        now = session.read_guest(uuid, scopes)
-        leftover = restore_problems(target, now, scopes)
-        if leftover:
-            raise VerifyError("; ".join(leftover))
-        return Outcome(True, now)
+        now = session.read_guest(uuid, scopes, with_affinity=False)
+        plan = plan_rollback(target.desired, target.before or {}, now.snapshot_json(), scopes, later)
+        live, config = restoring(plan, "live"), restoring(plan, "config")
+        if not live and not config:
+            return Outcome(True, now, rollback=[item.as_json() for item in plan])
+        session.restore_fields(uuid, live, fields.labels(config), (target.before or {}).get("config_xml"))
+        after = session.read_guest(uuid, scopes, with_affinity="vcpupin" in live)
+        problems = verify(live, after, ("live",), expected="was") if live else []
+        problems += verify(config, after, ("config",), expected="was") if config else []
+        if problems:
+            raise VerifyError("; ".join(problems))
+        return Outcome(True, after, rollback=[item.as_json() for item in plan])
     except (VirtError, VerifyError) as exc:
         return Outcome(False, error=exc.message if isinstance(exc, VirtError) else f"verification failed: {exc}")
 

@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from hosts.changes.guest import Outcome
 from hosts.changes.records import target_event
+from hosts.changes.rollback import CONFLICT, ROLLBACK_KEY, by_scope
+from hosts.desired import refresh_desired_state
 from hosts.inventory import domain_values
 from hosts.libvirt.facts import DomainFacts
 from hosts.models import AuditEvent, ChangeTarget, Domain
@@ -109,10 +111,25 @@ def record_settled(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
 
 
 def record_rolled_back(target: ChangeTarget, outcome: Outcome) -> GuestRecord:
+    """What a rollback's outcome writes for one guest: rolled back (with what was restored and what was left
+    alone, under ``after["rollback"]``), or the rollback's failure.
+
+    The apply's own record stays as it was: ``after`` keeps what the apply read back and ``finished_at``
+    the apply's finish time; the rollback's finish time is ``after["rollback"]["finished_at"]``.
+    """
     if outcome.ok and outcome.guest is not None:
-        now = public_snapshot(outcome.guest.snapshot_json())
-        fields = set_fields(target, status=ChangeTarget.Status.ROLLED_BACK, finished_at=timezone.now())
-        event = target_event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=target.after, after=now)
+        items = outcome.rollback or []
+        result = {"finished_at": timezone.now().isoformat(), "fields": items}
+        fields = set_fields(
+            target, status=ChangeTarget.Status.ROLLED_BACK, after={**(target.after or {}), ROLLBACK_KEY: result}
+        )
+        left_alone = [
+            {k: item[k] for k in ("scope", "field", "wrote", "now", "why")}
+            for item in items
+            if item["action"] == CONFLICT
+        ]
+        after = {**by_scope(items, "restore_to"), **({"left_alone": left_alone} if left_alone else {})}
+        event = target_event(target, AuditEvent.Action.CHANGE_ROLLED_BACK, before=by_scope(items, "now"), after=after)
         return GuestRecord(target, fields, event, outcome.guest, chart_marker(target, "rolled_back"))
     message = f"Rollback failed: {outcome.error}"
     fields = set_fields(target, restore_error=message)
@@ -127,6 +144,8 @@ def write_records(records: list[GuestRecord]) -> None:
     for fields, targets in by_fields.items():
         update_rows(targets, fields)
     AuditEvent.objects.bulk_create([record.event for record in records])
+    # A guest applied, settled or rolled back has a new desired state, stored in this same transaction.
+    refresh_desired_state(record.target.domain_id for record in records if record.now is not None)
 
 
 def refresh_inventory(changed: list[tuple[ChangeTarget, DomainFacts]]) -> None:

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
+from hosts.changes.rollback import conflicts
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget
 
 
@@ -48,13 +49,32 @@ def finish_change_request(cr_id: int) -> None:
         statuses = list(cr.targets.values_list("status", flat=True))
         S = ChangeTarget.Status
         if any(kind == ApplyJob.Kind.ROLLBACK for kind, _status in jobs):
+            # The apply's finish time stays; the rollback's is kept per guest (hosts/changes/rollback.py).
             restored = all(s in (S.ROLLED_BACK, S.FAILED, S.SKIPPED) for s in statuses)
             cr.status = ChangeRequest.Status.ROLLED_BACK if restored else cr.status
-            cr.status_message = "Rolled back." if restored else "Some guests could not be rolled back; see below."
-        else:
-            cr.status, cr.status_message = _apply_verdict(statuses)
+            cr.status_message = (
+                _rollback_verdict(cr) if restored else "Some guests could not be rolled back; see below."
+            )
+            cr.save(update_fields=["status", "status_message"])
+            return
+        cr.status, cr.status_message = _apply_verdict(statuses)
         cr.finished_at = timezone.now()
         cr.save(update_fields=["status", "status_message", "finished_at"])
+
+
+def _rollback_verdict(cr: ChangeRequest) -> str:
+    """A finished rollback's message: everything put back, or which fields were left alone and why."""
+    left = [
+        f"{target.domain_name}: {item['scope']} {item['field']}"
+        for target in cr.targets.filter(status=ChangeTarget.Status.ROLLED_BACK).only("domain_name", "after")
+        for item in conflicts(target.after)
+    ]
+    if not left:
+        return "Every field this request changed was put back and verified."
+    return (
+        f"Put back and verified, except {len(left)} field{'s' if len(left) != 1 else ''} changed since this "
+        f"request, left as they are ({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}); see below."
+    )
 
 
 def _apply_verdict(statuses: list[str]) -> tuple[str, str]:

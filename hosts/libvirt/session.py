@@ -13,6 +13,7 @@ from hosts.libvirt.connection import SEEN_FRESH_SECONDS, RoundTrips, _lock, _see
 from hosts.libvirt.errors import PermanentVirtError
 from hosts.libvirt.facts import DomainFacts
 from hosts.libvirt.inventory import _domain_facts
+from hosts.libvirt.xml import CputuneEditError, restore_cputune
 
 _SCOPE_FLAGS = {"live": libvirt.VIR_DOMAIN_AFFECT_LIVE, "config": libvirt.VIR_DOMAIN_AFFECT_CONFIG}
 
@@ -123,14 +124,40 @@ class HostSession:
                 self.rt.call(dom.pinIOThread, int(iothread), _cpumap(cpulist, self.ncpus), flag)
             _set_sched(self.rt, dom, {k: int(v) for k, v in (desired.get("sched") or {}).items()}, flag)
 
-    def restore(self, uuid: str, before: dict[str, Any], scopes: tuple[str, ...]) -> None:
-        """Put a guest back as a snapshot found it.
+    def restore(self, uuid: str, before: dict[str, Any], scopes: tuple[str, ...], config_fields: list[str]) -> None:
+        """Put back what a change touched as a snapshot found it.
 
         Live tuning is written back value by value (scheduler parameters in whichever order the kernel
-        accepts); the persistent config is restored exactly by redefining the snapshot's XML.
+        accepts); in the persistent config only the ``<cputune>`` elements of ``config_fields`` are put back
+        as the snapshot's XML had them (see restore_config_fields), never the whole snapshot.
         """
-        if "live" in scopes and before.get("live"):
-            live = before["live"]
+        live = before.get("live") if "live" in scopes else None
+        config_xml = before.get("config_xml") if "config" in scopes else None
+        self.restore_fields(uuid, live or {}, config_fields if config_xml else [], config_xml)
+
+    def restore_fields(self, uuid: str, live: dict[str, Any], config_fields: list[str], config_xml: str | None) -> None:
+        """Write ``live`` values back (a change's ``desired`` shape); restore ``config_fields`` from ``config_xml``."""
+        if live:
             self.apply(uuid, {**live, "sched": live.get("sched") or {}}, ("live",))
-        if "config" in scopes and before.get("config_xml"):
-            self.rt.call(self.conn.defineXML, before["config_xml"])
+        if config_fields and config_xml:
+            self.restore_config_fields(uuid, config_xml, config_fields)
+
+    def restore_config_fields(self, uuid: str, before_xml: str, labels: list[str]) -> None:
+        """Put the persistent config's ``<cputune>`` elements of ``labels`` back as ``before_xml`` had them.
+
+        The guest's config is read now (with its secrets, as ``virsh edit`` does), only those elements are
+        changed, and it is defined again: a field changed since by another request or by hand is kept.
+        Unset fields (libvirt's getters report 0 for a scheduler parameter absent from the config) come back
+        unset, which libvirt's setters cannot do: ``cpu_shares=0`` would be stored and break the next start.
+        """
+        dom = self.domain(uuid)
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        current = self.rt.call(dom.XMLDesc, flags)
+        try:
+            edited = restore_cputune(current, before_xml, labels)
+        except CputuneEditError as exc:
+            raise PermanentVirtError(
+                f"the guest's persistent config could not be edited field by field: {exc}"
+            ) from exc
+        if edited != current:
+            self.rt.call(self.conn.defineXML, edited)

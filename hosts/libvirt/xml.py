@@ -1,8 +1,10 @@
-"""Parse libvirt's XML: a host's capabilities (topology) and a guest's CPU tuning."""
+"""Parse libvirt's XML (a host's capabilities, a guest's CPU tuning) and undo a guest's <cputune> fields one by one."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET  # for the Element type only; parsing goes through defusedxml
+import re
+import xml.etree.ElementTree as ET  # building and writing elements; parsing goes through defusedxml
+from collections.abc import Iterable
 from typing import Any
 
 from defusedxml.ElementTree import fromstring as parse_xml
@@ -106,3 +108,82 @@ def tuning_from_xml(xml: str, sched: dict[str, int], host_cpus: frozenset[int]) 
         "iothread_ids": tuple(iothread_ids),
     }
     return tuning, facts
+
+
+# The <cputune> element holding each scheduler parameter in a domain's XML.
+_SCHED_ELEMENTS = {
+    "cpu_shares": "shares",
+    "vcpu_period": "period",
+    "vcpu_quota": "quota",
+    "emulator_period": "emulator_period",
+    "emulator_quota": "emulator_quota",
+    "global_period": "global_period",
+    "global_quota": "global_quota",
+    "iothread_period": "iothread_period",
+    "iothread_quota": "iothread_quota",
+}
+
+# libvirt formats a domain's <cputune> at the top level, indented by two spaces, once.
+_CPUTUNE_BLOCK = re.compile(r"^  <cputune>\n.*?^  </cputune>\n", re.MULTILINE | re.DOTALL)
+_DOMAIN_END = re.compile(r"^</domain>", re.MULTILINE)
+
+
+class CputuneEditError(ValueError):
+    """A domain XML whose <cputune> cannot be edited element by element."""
+
+
+def _matches(element: ET.Element, label: str) -> bool:
+    """Whether a <cputune> child holds the field ``label`` (``vcpupin 0``, ``emulatorpin``, ``vcpu_quota``)."""
+    name, _, number = label.partition(" ")
+    if name == "vcpupin":
+        return element.tag == "vcpupin" and element.get("vcpu") == number
+    if name == "iothreadpin":
+        return element.tag == "iothreadpin" and element.get("iothread") == number
+    if name == "emulatorpin":
+        return element.tag == "emulatorpin"
+    return element.tag == _SCHED_ELEMENTS.get(name)
+
+
+def restore_cputune(current_xml: str, before_xml: str, labels: Iterable[str]) -> str:
+    """Return ``current_xml`` with the ``<cputune>`` elements of ``labels`` as ``before_xml`` had them.
+
+    An element ``before_xml`` had is copied back; one it lacked (the field was unset, libvirt's default
+    applied) is removed. Everything else, inside ``<cputune>`` or not, stays exactly as ``current_xml``
+    has it: this is how a config change is undone field by field without redefining an old XML over
+    changes made since. Raises CputuneEditError for XML not in libvirt's own layout.
+    """
+    wanted = [
+        label
+        for label in labels
+        if label.partition(" ")[0] in ("vcpupin", "iothreadpin", "emulatorpin") or label in _SCHED_ELEMENTS
+    ]
+    if not wanted:
+        return current_xml
+    before = parse_xml(before_xml).find("cputune")
+    blocks = _CPUTUNE_BLOCK.findall(current_xml)
+    if len(blocks) > 1:
+        raise CputuneEditError("the guest's XML holds more than one <cputune>")
+    if not blocks and parse_xml(current_xml).find("cputune") is not None:
+        raise CputuneEditError("the guest's <cputune> is not laid out as libvirt writes it")
+    tune = parse_xml(blocks[0]) if blocks else ET.Element("cputune")
+    for label in wanted:
+        for element in [e for e in tune if _matches(e, label)]:
+            tune.remove(element)
+        for element in [e for e in (before if before is not None else []) if _matches(e, label)]:
+            element.tail = None
+            tune.append(element)
+    if len(tune):
+        ET.indent(tune, space="  ", level=1)
+        tune.tail = None
+        block = "  " + ET.tostring(tune, encoding="unicode") + "\n"
+    else:
+        block = ""
+    if blocks:
+        edited = current_xml.replace(blocks[0], block, 1)
+    else:
+        end = _DOMAIN_END.search(current_xml)
+        if end is None:
+            raise CputuneEditError("the guest's XML has no closing </domain> line")
+        edited = current_xml[: end.start()] + block + current_xml[end.start() :]
+    parse_xml(edited)  # still well-formed
+    return edited
