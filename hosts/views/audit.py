@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from hosts.audit_diff import diff_rows
 from hosts.filters import AuditEventFilterSet
 from hosts.models import AuditEvent
 from hosts.views.common import PER_PAGE, filtered, pretty, viewer_required
@@ -20,14 +21,18 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     filterset = AuditEventFilterSet(request.GET or None, queryset=queryset)
     rows, status = filtered(request, filterset)
     page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
-    events = [
-        {
-            "event": e,
-            "before": None if e.before is None else pretty(e.before),
-            "after": None if e.after is None else pretty(e.after),
-        }
-        for e in page
-    ]
+    events = []
+    for e in page:
+        diff, more = diff_rows(e.before, e.after)  # field: old -> new, the raw JSON kept folded beside it
+        events.append(
+            {
+                "event": e,
+                "diff": diff,
+                "more": more,
+                "before": None if e.before is None else pretty(e.before),
+                "after": None if e.after is None else pretty(e.after),
+            }
+        )
     return render(
         request,
         "hosts/audit_list.html",

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
@@ -30,6 +31,8 @@ from hosts.changes.requests import (
     reject_change_request,
     request_rollback,
 )
+from hosts.changes.rollback import ALREADY, CONFLICT, RESTORE, apply_after, rollback_result
+from hosts.changes.rollback_preview import preview_rollback
 from hosts.filters import ChangeRequestFilterSet, valid_id
 from hosts.forms.changes import ChangeRequestForm, DecisionForm
 from hosts.forms.common import add_service_errors
@@ -181,7 +184,8 @@ def _target_rows(target: ChangeTarget) -> list[dict[str, Any]]:
     out = []
     for part, rows in diff.items():
         before = (target.before or {}).get(part)
-        after = (target.after or {}).get(part)
+        applied = apply_after(target.after)  # what the apply read back, without the rollback's record
+        after = (applied or {}).get(part)
         out.append(
             {
                 "scope": part,
@@ -191,13 +195,27 @@ def _target_rows(target: ChangeTarget) -> list[dict[str, Any]]:
                         "before": _field_value(before, row["field"]),
                         "after": _field_value(after, row["field"]),
                         "has_before": target.before is not None,
-                        "has_after": target.after is not None,
+                        "has_after": applied is not None,
                     }
                     for row in rows
                 ],
             }
         )
     return out
+
+
+def _rollback_of(target: ChangeTarget) -> dict[str, Any] | None:
+    """A rolled-back guest's rollback: when it finished, the fields restored and verified, those left alone."""
+    result = rollback_result(target.after)
+    if result is None:
+        return None
+    items = result.get("fields") or []
+    return {
+        "finished_at": parse_datetime(result.get("finished_at") or ""),
+        "restored": [i for i in items if i.get("action") == RESTORE],
+        "conflicts": [i for i in items if i.get("action") == CONFLICT],
+        "already": [i for i in items if i.get("action") == ALREADY],
+    }
 
 
 @viewer_required
@@ -216,13 +234,16 @@ def change_detail(request: HttpRequest, pk: int) -> HttpResponse:
     finished = sum(counts[s] for s in ChangeTarget.Status.values if s not in pending)
     is_requester = cr.requested_by_id == request.user.pk
     may_approve = roles.can_approve(request.user)
+    rollbacks = {t.pk: _rollback_of(t) for t in targets}
+    rolled_back_times = [r["finished_at"] for r in rollbacks.values() if r and r["finished_at"]]
     return render(
         request,
         "hosts/change_detail.html",
         {
             "cr": cr,
             "content_json": pretty(cr.profile_revision.content),
-            "targets": [{"target": t, "parts": _target_rows(t)} for t in targets],
+            "targets": [{"target": t, "parts": _target_rows(t), "rollback": rollbacks[t.pk]} for t in targets],
+            "rollback_finished_at": max(rolled_back_times) if rolled_back_times else None,
             "counts": counts,
             "finished": finished,
             "is_requester": is_requester,
@@ -277,11 +298,27 @@ def change_reject(request: HttpRequest, pk: int) -> HttpResponse:
     return _decide(request, pk, approve=False)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @approve_required
 def change_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    """Put every guest the request changed back as its snapshot found it."""
-    cr = get_object_or_404(ChangeRequest, pk=pk)
+    """Show what a rollback would restore and what conflicts (GET, read from the hosts now), then roll back
+    every guest the request changed, field by field (POST)."""
+    cr = get_object_or_404(ChangeRequest.objects.select_related("profile_revision__profile"), pk=pk)
+    if request.method == "GET":
+        possible = cr.status in ChangeRequest.ROLLBACKABLE and cr.rolled_back_by_id is None
+        guests = preview_rollback(cr) if possible else []
+        return render(
+            request,
+            "hosts/change_rollback.html",
+            {
+                "cr": cr,
+                "possible": possible,
+                "guests": guests,
+                "restores": sum(len(g.restore) for g in guests),
+                "conflicts": sum(len(g.conflicts) for g in guests),
+                "unanswered": [g for g in guests if g.error],
+            },
+        )
     try:
         request_rollback(cr.pk, actor=request.user)
     except ValidationError as exc:
