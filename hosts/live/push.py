@@ -159,3 +159,36 @@ def announce_markers(markers: Iterable[tuple[int, int | None, str, str, datetime
         failures = [exc]
     if failures:
         log.warning("could not announce %d of %d chart markers: %s", len(failures), len(sends), failures[0])
+
+def drift_text(drift: dict[str, Any]) -> str:
+    """Return the message telling an open page that a drift was found, changed or resolved."""
+    return json.dumps({"type": "drift", "drift": drift}, default=str)
+
+
+def announce_drift(drifts: Iterable[dict[str, Any]]) -> None:
+    """Tell the open pages of the guests and hosts concerned that these drifts were found, changed or resolved.
+
+    Each drift is a dict with at least ``id``, ``domain_id`` and ``host_id`` (hosts.drift.record's shape). Call
+    this after the transaction that recorded them has committed; a channel layer that is down loses only the
+    live notice (the pages read the drifts on their next load).
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    sends: list[tuple[str, dict[str, Any]]] = []
+    for drift in drifts:
+        message = {"type": "live.text", "text": drift_text(drift)}
+        sends.append((guest_group(drift["domain_id"]), message))
+        sends.append((host_group(drift["host_id"]), message))
+    if not sends:
+        return
+
+    async def send_all() -> list[Any]:
+        return await asyncio.gather(*(layer.group_send(g, m) for g, m in sends), return_exceptions=True)
+
+    try:
+        failures = [r for r in async_to_sync(send_all)() if isinstance(r, BaseException)]
+    except Exception as exc:  # the drift is recorded; a lost live notice must not undo that
+        failures = [exc]
+    if failures:
+        log.warning("could not announce %d of %d drift notices: %s", len(failures), len(sends), failures[0])
