@@ -10,6 +10,12 @@ for _name, _value in {
     "ISOWEB_LIBVIRT_KEEPALIVE_INTERVAL": "1",
     "ISOWEB_LIBVIRT_KEEPALIVE_COUNT": "3",
     "ISOWEB_STATS_TIMEOUT": "2",
+    # The API throttles count per process in memory, and one pytest process makes every test's calls as the
+    # same few users within minutes: no test may be throttled unless it asks (tests/test_throttling.py sets
+    # its own rates and a short login cool-off on the server it starts).
+    "ISOWEB_API_ANON_RATE": "100000/minute",
+    "ISOWEB_API_USER_RATE": "100000/minute",
+    "ISOWEB_LOGIN_COOLOFF": "60",
 }.items():
     os.environ.setdefault(_name, _value)
 
