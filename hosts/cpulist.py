@@ -16,14 +16,20 @@ class CpulistError(ValueError):
     """A CPU list that libvirt would refuse; the message names the offending token."""
 
 
+def _where(token: str, whole: str) -> str:
+    """Name a token, and the list it sits in only when the list holds more than that token."""
+    return f"'{token}'" if token == whole else f"'{token}' in '{whole}'"
+
+
 def _parse_number(token: str, whole: str) -> int:
     if not token.isdigit() or not token.isascii():
-        raise CpulistError(f"'{token}' in '{whole}' is not a CPU number")
+        raise CpulistError(f"{_where(token, whole)} is not a CPU number")
     if len(token) > len(str(MAX_CPU_ID)):
         raise CpulistError(f"CPU '{token[:12]}...' in the list is beyond the largest CPU number ({MAX_CPU_ID - 1})")
     value = int(token)
     if value >= MAX_CPU_ID:
-        raise CpulistError(f"CPU {value} in '{whole}' is beyond the largest CPU number ({MAX_CPU_ID - 1})")
+        where = "" if token == whole else f" in '{whole}'"
+        raise CpulistError(f"CPU {value}{where} is beyond the largest CPU number ({MAX_CPU_ID - 1})")
     return value
 
 
@@ -44,13 +50,13 @@ def parse_cpulist(text: str, *, host_cpus: Iterable[int] | None = None) -> froze
         if item.startswith("^"):
             body = item[1:].strip()
             if "-" in body:
-                raise CpulistError(f"'{item}' in '{whole}': a range cannot be excluded, only one CPU")
+                raise CpulistError(f"{_where(item, whole)}: a range cannot be excluded, only one CPU")
             cpus.discard(_parse_number(body, whole))
         elif "-" in item:
             first, _, last = (part.strip() for part in item.partition("-"))
             start, end = _parse_number(first, whole), _parse_number(last, whole)
             if start > end:
-                raise CpulistError(f"'{item}' in '{whole}' is a reversed range")
+                raise CpulistError(f"{_where(item, whole)} is a reversed range (its first CPU is above its last)")
             cpus.update(range(start, end + 1))
         else:
             cpus.add(_parse_number(item, whole))

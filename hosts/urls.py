@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from hosts.views import audit, changes, drift, guests, hosts, profiles, users
+from hosts.views import audit, changes, drift, guests, hosts, profiles, settings, users
 
 app_name = "hosts"
 
@@ -25,6 +25,7 @@ urlpatterns = [
     path("changes/<int:pk>/reject/", changes.change_reject, name="change-reject"),
     path("changes/<int:pk>/rollback/", changes.change_rollback, name="change-rollback"),
     path("audit/", audit.audit_list, name="audit-list"),
+    path("settings/", settings.user_settings, name="user-settings"),
     path("drift/", drift.drift_list, name="drift-list"),
     path("drift/remediate/", drift.drift_remediate, name="drift-remediate"),
     path("hosts/<int:pk>/auto-reassert/", drift.host_auto_reassert, name="host-auto-reassert"),

@@ -53,6 +53,17 @@ class ChangeRequestForm(forms.Form):
         error_messages={"required": "Say why this change is needed."},
     )
     previewed = forms.CharField(required=False, widget=forms.HiddenInput)
+    # The guest picker's filters: not part of the request, posted only so a failed preview or submit shows the
+    # picker as it was left (the host chosen, the search typed) instead of every guest of every host.
+    pick_host = forms.CharField(required=False, max_length=200)
+    pick_find = forms.CharField(required=False, max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Entered and shown in the user's own time zone (hosts/timezones.py activates it for the request).
+        zone = timezone.get_current_timezone_name()
+        self.fields["apply_at"].label = f"Apply at ({zone})"
+        self.fields["apply_at"].help_text = f"In {zone}, your time zone. Empty: apply as soon as it is approved."
 
     def clean_apply_at(self) -> Any:
         value = self.cleaned_data.get("apply_at")

@@ -92,6 +92,11 @@ class ProfileForm(forms.Form):
         help_text="Breaks isolation: leave unticked unless you mean it.",
     )
     use_json = forms.BooleanField(label="Use the JSON below instead of the fields above", required=False)
+    # The live check's host, guests and scope: not part of the profile, posted only so a failed save shows
+    # the check as it was left instead of jumping back to the first host.
+    plan_host = forms.CharField(required=False, max_length=20, widget=forms.HiddenInput)
+    plan_guests = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+    plan_scope = forms.CharField(required=False, max_length=10, widget=forms.HiddenInput)
     content_json = forms.CharField(
         label="Profile JSON",
         required=False,
@@ -146,10 +151,14 @@ class ProfileForm(forms.Form):
         for name in QUOTA_NAMES:
             percent = data.get(f"percent_{name}")
             if percent is None or data.get(f"sched_{name}") is not None:
-                continue
-            period = data.get(f"sched_{name.replace('_quota', '_period')}") or DEFAULT_PERIOD
+                continue  # the quota itself was given (the page's script fills it, and the period, from a %)
+            period_field = f"sched_{name.replace('_quota', '_period')}"
+            if data.get(period_field) is None:
+                # A cap given as a percentage was worked out against this period: store it with the quota, so
+                # the quota means that percentage on every guest, whatever period the guest had before.
+                data[period_field] = DEFAULT_PERIOD
             try:
-                data[f"sched_{name}"] = percent_to_quota(percent, period)
+                data[f"sched_{name}"] = percent_to_quota(percent, data[period_field])
             except ValueError as exc:
                 self.add_error(f"percent_{name}", str(exc))
         return data

@@ -5,6 +5,7 @@ from hosts.models.changes import ApplyJob, ChangeRequest, ChangeTarget
 from hosts.models.drift import Drift
 from hosts.models.inventory import Domain, Host, HostCPU, NumaCell
 from hosts.models.profiles import PinProfile, PinProfileRevision
+from hosts.models.users import UserSettings
 
 __all__ = [
     "ApplyJob",
@@ -18,4 +19,5 @@ __all__ = [
     "NumaCell",
     "PinProfile",
     "PinProfileRevision",
+    "UserSettings",
 ]

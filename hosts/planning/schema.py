@@ -106,7 +106,8 @@ def _cpulist(value: Any, field: str, out: _Collector) -> str | None:
     try:
         return format_cpulist(parse_cpulist(value))
     except ValueError as exc:  # CpulistError, or int() refusing an absurdly long number
-        out.add(field, f"{field} is {value!r}: {exc}")
+        # The cpulist error already quotes the value (and the token at fault): say the field, then that, once.
+        out.add(field, f"{field}: {exc}")
         return None
 
 

@@ -36,9 +36,10 @@ from hosts.changes.rollback_preview import preview_rollback
 from hosts.filters import ChangeRequestFilterSet, valid_id
 from hosts.forms.changes import ChangeRequestForm, DecisionForm
 from hosts.forms.common import add_service_errors
-from hosts.models import ChangeRequest, ChangeTarget, Host, PinProfileRevision
+from hosts.models import ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
 from hosts.planning.preview import preview_plan
 from hosts.planning.schema import ProfileError
+from hosts.units import describe_diff_part, is_sched, sched_value
 from hosts.validation import messages_by_field
 from hosts.views.common import PER_PAGE, approve_required, draft_required, filtered, pretty, viewer_required
 
@@ -147,8 +148,18 @@ def _change_form_page(
     request: HttpRequest, form: ChangeRequestForm, plans: list[dict[str, Any]] | None, fingerprint: str, notice: str
 ) -> HttpResponse:
     """Render the change form with the plans shown per scope; submitting is offered only for a plan without errors."""
+    tunings = {
+        row["pk"]: row
+        for row in Domain.objects.filter(pk__in=[p["domain"] for p in plans or []]).values(
+            "pk", "tuning_live", "tuning_config"
+        )
+    }
     for plan in plans or []:
-        plan["parts"] = [{"scope": part, "rows": rows} for part, rows in plan["diff"].items()]
+        tuning = tunings.get(plan["domain"], {})
+        plan["parts"] = [
+            {"scope": part, "rows": describe_diff_part(part, rows, (tuning.get(f"tuning_{part}") or {}).get("sched"))}
+            for part, rows in plan["diff"].items()
+        ]
     plan_ok = plans is not None and all(not p["errors"] for p in plans)
     return render(
         request,
@@ -186,6 +197,9 @@ def _target_rows(target: ChangeTarget) -> list[dict[str, Any]]:
         before = (target.before or {}).get(part)
         applied = apply_after(target.after)  # what the apply read back, without the rollback's record
         after = (applied or {}).get(part)
+        # A quota is worded with its period: the snapshot's when there is one, else the guest's as known now.
+        known = before if before is not None else getattr(target.domain, f"tuning_{part}", None)
+        described = describe_diff_part(part, rows, (known or {}).get("sched"))
         out.append(
             {
                 "scope": part,
@@ -194,14 +208,24 @@ def _target_rows(target: ChangeTarget) -> list[dict[str, Any]]:
                         **row,
                         "before": _field_value(before, row["field"]),
                         "after": _field_value(after, row["field"]),
+                        "before_text": _sched_text(before, row["field"], part),
+                        "after_text": _sched_text(after, row["field"], part),
                         "has_before": target.before is not None,
                         "has_after": applied is not None,
                     }
-                    for row in rows
+                    for row in described
                 ],
             }
         )
     return out
+
+
+def _sched_text(tuning: dict[str, Any] | None, field: str, part: str) -> str | None:
+    """Word a scheduler field of a read-back tuning (before or after applying); None for a pin field."""
+    if not tuning or not is_sched(field):
+        return None
+    sched = tuning.get("sched") or {}
+    return sched_value(field, sched.get(field), sched, config=part == "config")
 
 
 def _rollback_of(target: ChangeTarget) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from hosts.filters import DomainFilterSet
 from hosts.host_map import cap_rows, vcpu_rows
 from hosts.models import Domain, Host
+from hosts.units import cap, is_sched, sched_value, shares
 from hosts.views.common import filtered, viewer_required
 
 # ?sort= values the guest list accepts, each with its columns; a leading "-" reverses the first column.
@@ -73,11 +74,33 @@ def _caps(live: dict[str, Any], config: dict[str, Any]) -> list[dict[str, Any]]:
     """Return each thread group's scheduler caps, live and in the config, for the groups that have any."""
     live_caps = {row.group: row for row in cap_rows(live.get("sched"))}
     config_caps = {row.group: row for row in cap_rows(config.get("sched"))}
+
+    def text(row: Any, config_side: bool) -> str | None:
+        return None if row is None else cap(row.quota, row.period, config=config_side)
+
     return [
-        {"group": group, "live": live_caps.get(group), "config": config_caps.get(group)}
+        {
+            "group": group,
+            "live": live_caps.get(group),
+            "config": config_caps.get(group),
+            "live_text": text(live_caps.get(group), False),
+            "config_text": text(config_caps.get(group), True),
+        }
         for group in ("vcpu", "emulator", "iothread", "global")
         if group in live_caps or group in config_caps
     ]
+
+
+def _worded_tuning_rows(domain: Domain) -> list[dict[str, Any]]:
+    """The live-vs-config rows, each scheduler value also in words (a quota with its period)."""
+    live_sched = (domain.tuning_live or {}).get("sched") or {}
+    config_sched = (domain.tuning_config or {}).get("sched") or {}
+    rows = domain.tuning_rows()
+    for row in rows:
+        if is_sched(row["field"]):
+            row["live_text"] = sched_value(row["field"], row["live"], live_sched)
+            row["config_text"] = sched_value(row["field"], row["config"], config_sched, config=True)
+    return rows
 
 
 @viewer_required
@@ -104,7 +127,9 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "shares": {
                 "live": live.get("sched", {}).get("cpu_shares"),
                 "config": config.get("sched", {}).get("cpu_shares"),
+                "live_text": shares(live.get("sched", {}).get("cpu_shares")),
+                "config_text": shares(config.get("sched", {}).get("cpu_shares"), config=True),
             },
-            "tuning_rows": domain.tuning_rows(),
+            "tuning_rows": _worded_tuning_rows(domain),
         },
     )

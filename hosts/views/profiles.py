@@ -21,6 +21,7 @@ from hosts.forms.profiles import ProfileForm
 from hosts.models import ChangeRequest, Domain, Host, PinProfile, PinProfileRevision
 from hosts.planning.profiles import create_profile, revise_profile
 from hosts.planning.schema import ProfileError, validate_profile
+from hosts.units import describe_sched
 from hosts.validation import messages_by_field
 from hosts.views.common import draft_required, pretty, viewer_required
 
@@ -46,7 +47,10 @@ def profile_detail(request: HttpRequest, pk: int) -> HttpResponse:
         PinProfile.objects.select_related("created_by").prefetch_related(Prefetch("revisions", queryset=revisions)),
         pk=pk,
     )
-    revision_rows = [{"revision": r, "json": pretty(r.content)} for r in profile.revisions.all()]
+    revision_rows = [
+        {"revision": r, "json": pretty(r.content), "sched_words": describe_sched((r.content or {}).get("sched"))}
+        for r in profile.revisions.all()
+    ]
     requests = (
         ChangeRequest.objects.filter(profile_revision__profile=profile)
         .select_related("profile_revision", "requested_by")

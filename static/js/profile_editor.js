@@ -126,7 +126,12 @@
     var text = value("percent_" + group + "_quota");
     if (text === "") { setValue("sched_" + group + "_quota", ""); return; }
     var pct = Number(text);
-    if (pct > 0) { setValue("sched_" + group + "_quota", Math.round(pct * periodOf(group) / 100)); }
+    if (pct > 0) {
+      // The quota is worked out against a period: store that period too, so the cap means this percentage
+      // on every guest whatever period it had (an empty period field is libvirt's default, written out).
+      if (value("sched_" + group + "_period") === "") { setValue("sched_" + group + "_period", DEFAULT_PERIOD); }
+      setValue("sched_" + group + "_quota", Math.round(pct * periodOf(group) / 100));
+    }
   }
 
   // --- showing the inputs that matter for the chosen strategy -----------------------------------------
@@ -162,6 +167,9 @@
 
   // The server's errors stay until the first edit; after that the live check owns the error boxes.
   var serverErrorsShown = false;
+  // A new, empty profile is not judged before someone types in it: "the profile changes nothing" is no error
+  // to greet anyone with.
+  var touched = false;
 
   function clearLiveErrors() {
     if (serverErrorsShown) { return; }
@@ -227,6 +235,11 @@
     var seq = ++planSeq;
     clearLiveErrors();
     var current = currentContent();
+    if (!touched && current.ok && current.content && !Object.keys(current.content).length) {
+      setStatus("Fill in the profile; it is checked against the guests picked here as you type.", "");
+      resultsBox.replaceChildren();
+      return;
+    }
     if (!current.ok) {
       showFieldErrors({ profile: [current.error] });
       setStatus("The JSON cannot be read; fix it to see a plan.", "bad");
@@ -396,13 +409,13 @@
   }
 
   // --- pickers ------------------------------------------------------------------------------------------
-  function fillGuests() {
+  function fillGuests(keep) {
     var hostId = Number(hostSelect.value);
     guestSelect.replaceChildren();
     data.guests.filter(function (g) { return g.host_id === hostId; }).forEach(function (g, i) {
       var option = el("option", "", g.name + " — " + g.state + ", " + g.vcpus_max + " vCPU" + (g.vcpus_max === 1 ? "" : "s"));
       option.value = String(g.id);
-      option.selected = i === 0;
+      option.selected = keep && keep.length ? keep.indexOf(String(g.id)) !== -1 : i === 0;
       guestSelect.appendChild(option);
     });
     guestSelect.size = Math.min(Math.max(guestSelect.options.length, 2), 8);
@@ -418,16 +431,31 @@
       return data.guests.some(function (g) { return g.host_id === h.id; });
     });
     if (firstWithGuests) { hostSelect.value = String(firstWithGuests.id); }
-    fillGuests();
-    hostSelect.addEventListener("change", function () { fillGuests(); schedulePlan(); });
-    guestSelect.addEventListener("change", schedulePlan);
-    scopeSelect.addEventListener("change", schedulePlan);
+    // After a failed save the page comes back with the check's host, guests and scope as they were left.
+    var keptHost = value("plan_host"), keptGuests = value("plan_guests").split(",").filter(Boolean);
+    if (keptHost && data.hosts.some(function (h) { return String(h.id) === keptHost; })) { hostSelect.value = keptHost; }
+    if (value("plan_scope") && scopeSelect.querySelector('option[value="' + value("plan_scope") + '"]')) {
+      scopeSelect.value = value("plan_scope");
+    }
+    fillGuests(keptHost === hostSelect.value ? keptGuests : null);
+    rememberPickers();
+    hostSelect.addEventListener("change", function () { fillGuests(); rememberPickers(); schedulePlan(); });
+    guestSelect.addEventListener("change", function () { rememberPickers(); schedulePlan(); });
+    scopeSelect.addEventListener("change", function () { rememberPickers(); schedulePlan(); });
+  }
+
+  function rememberPickers() {
+    setValue("plan_host", hostSelect.value);
+    setValue("plan_guests", selectedGuests().join(","));
+    setValue("plan_scope", scopeSelect.value);
   }
 
   // --- wiring -------------------------------------------------------------------------------------------
   function onFieldChange(event) {
     var name = event.target.name || "";
+    if (name === "csrfmiddlewaretoken" || name === "name" || name === "description" || name === "comment") { return; }
     serverErrorsShown = false;
+    touched = true;
     if (name === "content_json") {
       field("use_json").checked = true;
       clearTimeout(jsonTimer);
@@ -443,7 +471,6 @@
       schedulePlan();
       return;
     }
-    if (name === "csrfmiddlewaretoken" || name === "name" || name === "description" || name === "comment") { return; }
     var m = /^(?:sched|percent)_(\w+?)_(quota|period)$/.exec(name);
     if (m) {
       if (name.indexOf("percent_") === 0) { quotaFromPercent(m[1]); } else { percentFromQuota(m[1]); }
