@@ -7,6 +7,8 @@ still log in, and a directory user deactivated in isoweb stays out.
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +122,19 @@ def test_a_directory_user_deactivated_in_isoweb_stays_out(directory: Directory, 
         assert retry.login("lena", "lena-ldap-pw-1").status == 200 and not retry.logged_in()
         token = retry.request("POST", "/api/auth/token/", body={"username": "lena", "password": "lena-ldap-pw-1"})
         assert token.status == 400
+
+
+def test_a_directory_that_never_answers_fails_logins_within_the_deadline(viewer: User) -> None:
+    """A listener that accepts TCP and never answers, as a hung directory would: logins fail, within the deadline."""
+    port = next(port for port in PORTS if not port_open(port))
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", port))
+        hung.listen(16)  # the kernel completes the handshake; nothing ever reads or answers
+        env = {"ISOWEB_LDAP_URI": f"ldap://127.0.0.1:{port}", "ISOWEB_LDAP_TIMEOUT": "2", "ISOWEB_LDAP_ROLE_GROUPS": ""}
+        with auth_server("ldap-hung", **env) as base:
+            started = time.monotonic()
+            refused = HttpClient(base)
+            assert refused.login("lena", "lena-ldap-pw-1").status == 200 and not refused.logged_in()
+            assert time.monotonic() - started < 12
+            local = HttpClient(base)
+            assert local.login("vera", "vera-pass-123").status == 302 and local.logged_in()
