@@ -31,7 +31,7 @@ from hosts.uri import validate_host_uri
 
 log = logging.getLogger(__name__)
 
-_HOST_AUDIT_FIELDS = ("name", "uri", "transport")
+_HOST_AUDIT_FIELDS = ("name", "uri", "transport", "allow_unverified", "unverified_reason")
 
 
 def _host_snapshot(host: Host) -> dict[str, Any]:
@@ -39,10 +39,25 @@ def _host_snapshot(host: Host) -> dict[str, Any]:
 
 
 @transaction.atomic
-def create_host(*, name: str, uri: str, actor: Actor) -> Host:
-    """Register a host after validating its URI; raises ValidationError and saves nothing if refused."""
-    parsed = validate_host_uri(uri)
-    host = Host(name=name.strip(), uri=parsed.uri, transport=parsed.transport)
+def create_host(
+    *, name: str, uri: str, actor: Actor, allow_unverified: bool = False, unverified_reason: str = ""
+) -> Host:
+    """Register a host after validating its URI; raises ValidationError and saves nothing if refused.
+
+    ``allow_unverified`` (with a reason) is the admin's override for URI parameters that switch off checking
+    the host's certificate or SSH host key; it is stored on the host, audited and flagged on its pages.
+    """
+    reason = unverified_reason.strip()
+    if allow_unverified and not reason:
+        raise ValidationError({"unverified_reason": "Say why this host may be reached without verifying it."})
+    parsed = validate_host_uri(uri, allow_unverified=allow_unverified)
+    host = Host(
+        name=name.strip(),
+        uri=parsed.uri,
+        transport=parsed.transport,
+        allow_unverified=allow_unverified,
+        unverified_reason=reason if allow_unverified else "",
+    )
     host.full_clean()
     host.save()
     AuditEvent.objects.create(

@@ -65,19 +65,37 @@ class HostSerializer(serializers.ModelSerializer[Host]):
             "cpu_count",
             "cell_count",
             "domain_count",
+            "allow_unverified",
+            "unverified_reason",
         ]
-        read_only_fields = [f for f in fields if f not in ("name", "uri")]
+        read_only_fields = [f for f in fields if f not in ("name", "uri", "allow_unverified", "unverified_reason")]
+
+    def _allow_unverified(self) -> bool:
+        """The admin's override for this request: as sent, else the host's own (on an update), else off."""
+        sent = self.initial_data.get("allow_unverified") if hasattr(self, "initial_data") else None
+        if sent is not None:
+            try:
+                return bool(serializers.BooleanField().to_internal_value(sent))
+            except serializers.ValidationError:
+                return False  # the field's own validation reports the bad value
+        return bool(getattr(self.instance, "allow_unverified", False))
 
     def validate_uri(self, value: str) -> str:
         try:
-            return validate_host_uri(value).uri
+            return validate_host_uri(value, allow_unverified=self._allow_unverified()).uri
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from exc
 
     def create(self, validated_data: dict[str, Any]) -> Host:
         request = self.context["request"]
         try:
-            return create_host(name=validated_data["name"], uri=validated_data["uri"], actor=request.user)
+            return create_host(
+                name=validated_data["name"],
+                uri=validated_data["uri"],
+                actor=request.user,
+                allow_unverified=validated_data.get("allow_unverified", False),
+                unverified_reason=validated_data.get("unverified_reason", ""),
+            )
         except DjangoValidationError as exc:
             raise serializers.ValidationError(messages_by_field(exc, unnamed="uri")) from exc
 

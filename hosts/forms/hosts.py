@@ -32,6 +32,15 @@ class HostAddForm(forms.Form):
             }
         ),
     )
+    allow_unverified = forms.BooleanField(
+        label="Allow unverified connections",
+        required=False,
+        help_text="Only if the URI must switch off checking the host (no_verify=1): "
+        "anyone on the network path could then pose as this host. The host is flagged wherever it is shown.",
+    )
+    unverified_reason = forms.CharField(
+        label="Reason", required=False, max_length=300, help_text="Required when allowing unverified connections."
+    )
 
 
 class PartitionForm(forms.Form):

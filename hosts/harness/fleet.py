@@ -32,6 +32,7 @@ from hosts.harness.guests import (
     start_if_stopped,
 )
 from hosts.harness.processes import Proc, bounded, end_processes, is_qemu_of, pid_alive, port_open, wait_gone
+from hosts.harness.tls import PKI, libvirtd_tls_config
 from hosts.libvirt.connection import disconnect
 from hosts.libvirt.errors import VirtError
 
@@ -115,6 +116,19 @@ class FleetHost:
     def guest_names(self) -> list[str]:
         return [self.guest_name(spec) for spec in self.fleet.guests_for(self.index)]
 
+    @property
+    def tls_port(self) -> int:
+        """The daemon's TLS port when the fleet has a PKI (``Fleet.tls``): ``Fleet.tls_base_port`` + index."""
+        return self.fleet.tls_base_port + self.index
+
+    def tls_uri(self, pkipath: Path) -> str:
+        return f"qemu+tls://127.0.0.1:{self.tls_port}/system?pkipath={pkipath}"
+
+    @property
+    def socket_path(self) -> Path:
+        """The daemon's read-write UNIX socket as seen from outside its mount namespace (for ``socket=``)."""
+        return self.directory / "run" / "libvirt-sock"
+
     def pid(self) -> int | None:
         try:
             pid = int(self.pid_file.read_text().strip())
@@ -128,8 +142,9 @@ class FleetHost:
     def _write_config(self) -> None:
         for sub in BIND_MOUNTS:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        tls = libvirtd_tls_config(self.fleet.tls, self.tls_port) if self.fleet.tls else "listen_tls = 0\n"
         (self.directory / "etc" / "libvirtd.conf").write_text(
-            "listen_tls = 0\n"
+            f"{tls}"
             "listen_tcp = 1\n"
             'listen_addr = "127.0.0.1"\n'
             f'tcp_port = "{self.port}"\n'
@@ -300,6 +315,8 @@ class Fleet:
     burner_running: bool = True
     extra_guests: int = 0
     use_kvm: bool = field(default_factory=kvm_usable)
+    tls: PKI | None = None  # when set, every daemon also listens for TLS from tls_base_port up
+    tls_base_port: int = 0
 
     def guests_for(self, index: int) -> list[GuestSpec]:
         specs = list(self.guests)

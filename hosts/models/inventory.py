@@ -54,6 +54,13 @@ class Host(models.Model):
         help_text="Put the approved state back on this host's guests as soon as drift is found, "
         "without a change request to approve (each repair is audited with the drift it repaired).",
     )
+    allow_unverified = models.BooleanField(
+        "allow unverified connections",
+        default=False,
+        help_text="An admin's override: accept URI parameters that switch off checking the host's certificate or "
+        "SSH host key (no_verify=1). Flagged on every host page.",
+    )
+    unverified_reason = models.CharField("reason for allowing unverified connections", max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

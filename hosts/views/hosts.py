@@ -99,7 +99,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
     form = HostAddForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            host = create_host(name=form.cleaned_data["name"], uri=form.cleaned_data["uri"], actor=request.user)
+            host = create_host(**form.cleaned_data, actor=request.user)
         except ValidationError as exc:  # an error naming no field is about the URI
             for name, errors in messages_by_field(exc, unnamed="uri").items():
                 form.add_error(name if name in form.fields else None, errors)
