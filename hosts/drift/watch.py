@@ -32,6 +32,7 @@ MAX_BACKOFF_SECONDS = 30.0
 VCPU_POLL_SECONDS = 3.0
 HOSTS_REFRESH_SECONDS = 10.0
 BUSY_RETRY_SECONDS = 2.0
+GUEST_RETRY_SECONDS, GUEST_RETRIES = 0.5, 10
 # Events about one guest that arrive this close together are one re-read (a profile writes several fields).
 COALESCE_SECONDS = 0.05
 
@@ -43,6 +44,7 @@ class _Pending:
     name: str
     detected_by: str
     due: float = field(default_factory=time.monotonic)
+    tries: int = 0
 
 
 class HostWatcher(threading.Thread):
@@ -127,7 +129,17 @@ class HostWatcher(threading.Thread):
         due = {uuid: p for uuid, p in self.pending.items() if p.due <= now}
         for uuid, pending in due.items():
             del self.pending[uuid]
-            facts = self.events.read_guest(uuid)
+            try:
+                facts = self.events.read_guest(uuid)
+            except VirtError as exc:
+                if exc.unresponsive or pending.tries >= GUEST_RETRIES:
+                    raise
+                # A guest caught mid-start or mid-stop can fail to read while its host is fine: try it again.
+                log.info("could not read %s on %s (%s); trying again", pending.name, self.host_name, exc.message)
+                pending.tries += 1
+                pending.due = time.monotonic() + GUEST_RETRY_SECONDS
+                self.pending.setdefault(uuid, pending)
+                continue
             if facts is None:
                 continue  # undefined since: the next sync removes it
             busy = self._record([facts], pending.detected_by)

@@ -105,7 +105,9 @@ class HostEvents:
         conn = connect(self.uri, name=self.name)
         if conn is self._conn:
             return False
-        self._conn, self._callbacks = None, []
+        # A connection closed by someone else in this process may live on while our callbacks hold it: take
+        # them off, or every event would arrive once per reconnect.
+        self.unsubscribe()
         rt = RoundTrips(self.uri)
         ids = [
             self._bounded(

@@ -1,0 +1,139 @@
+"""Drift from libvirt events: a change made by hand through libvirt is in the API within seconds.
+
+A real ``manage.py watch_drift`` process (spawned like the product's other processes) watches the test fleet.
+The latency from the ``virsh`` command returning to the drift being served by ``GET /api/drift/`` is printed
+(run pytest with ``-s`` to see it) and asserted generously (10 s) so a loaded machine does not fail it; the
+issue's target is 2 s, and the measured value is what the report quotes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from hosts.harness.fleet import Fleet
+from hosts.models import AuditEvent, Drift, Host
+from tests.conftest import ARTIFACTS, _stop, spawn, virsh, wait_for
+from tests.drift_fixtures import apply_profile, domain
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+PROFILE = {
+    "vcpupin": {"strategy": "explicit", "cpus": {"0": "0-1", "1": "0-1"}},
+    "sched": {"vcpu_period": 100000, "vcpu_quota": 50000},
+}
+GENEROUS = 10.0
+
+
+@pytest.fixture
+def watcher(fleet_hosts: list[Host]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real drift watcher process, subscribed to every fleet host before the test goes on."""
+    proc, log = spawn("watch-drift", [sys.executable, "manage.py", "watch_drift"])
+    path = ARTIFACTS / "watch-drift.log"
+
+    def subscribed() -> bool:
+        assert proc.poll() is None, f"watch_drift exited; see {path}"
+        text = path.read_text(errors="replace")
+        return all(f"watching {host.name} for drift events" in text for host in fleet_hosts)
+
+    try:
+        wait_for(subscribed, 60, 0.2, what="watch_drift to subscribe to every host")
+        yield proc
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _drift_in_api(client: Client, domain_id: int, field: str, *, open_: bool = True) -> dict[str, Any] | None:
+    flag = "true" if open_ else "false"
+    rows = client.get(f"/api/drift/?open={flag}&domain={domain_id}").json()["results"]
+    return next((row for row in rows if row["field"] == field), None)
+
+
+def _latency(client: Client, domain_id: int, field: str, started: float, *, open_: bool = True) -> float:
+    wait_for(lambda: _drift_in_api(client, domain_id, field, open_=open_), GENEROUS, 0.02, what=f"drift {field}")
+    return time.monotonic() - started
+
+
+def test_vcpupin_and_schedinfo_by_hand_are_drift_in_the_api_within_seconds_and_resolve_when_undone(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    celery_worker: subprocess.Popen[bytes],
+    watcher: subprocess.Popen[bytes],
+    operator: User,
+    approver: User,
+    viewer: User,
+    login: Callable[[User], Client],
+) -> None:
+    name = f"{fleet.prefix}3-web"
+    dom = domain(name)
+    uri = dom.host.uri
+    # Applied while the watcher listens: the apply's own writes raise tunable events, which must not be drift.
+    apply_profile(login(operator), login(approver), PROFILE, [dom.pk], "both")
+    time.sleep(3)  # the watcher re-checks a guest it skipped while the change was working on it after ~2 s
+    assert not Drift.objects.filter(domain=dom).exists()
+
+    client = login(viewer)
+    started = time.monotonic()
+    virsh(uri, "vcpupin", name, "0", "0", "--live")
+    pin_latency = _latency(client, dom.pk, "vcpupin 0", started)
+    started = time.monotonic()
+    virsh(uri, "schedinfo", name, "--live", "vcpu_quota=20000")
+    sched_latency = _latency(client, dom.pk, "vcpu_quota", started)
+    print(
+        f"\ndrift detection latency (virsh returned -> in GET /api/drift/): vcpupin {pin_latency * 1000:.0f} ms, "
+        f"schedinfo {sched_latency * 1000:.0f} ms"
+    )
+    assert pin_latency < GENEROUS and sched_latency < GENEROUS
+
+    pin = _drift_in_api(client, dom.pk, "vcpupin 0")
+    assert pin is not None and (pin["expected"], pin["observed"], pin["detected_by"]) == ("0-1", "0", "event")
+    quota = _drift_in_api(client, dom.pk, "vcpu_quota")
+    assert quota is not None and (quota["scope"], quota["observed"], quota["detected_by"]) == ("live", 20000, "event")
+    assert AuditEvent.objects.filter(action="drift.found", domain=dom).count() == 2
+
+    virsh(uri, "vcpupin", name, "0", "0-1", "--live")
+    virsh(uri, "schedinfo", name, "--live", "vcpu_quota=50000")
+    started = time.monotonic()
+    _latency(client, dom.pk, "vcpu_quota", started, open_=False)
+    wait_for(lambda: not Drift.objects.filter(domain=dom, resolved_at__isnull=True).exists(), GENEROUS, 0.1)
+    assert AuditEvent.objects.filter(action="drift.resolved", domain=dom).count() == 2
+
+
+def test_a_guest_started_with_config_values_other_than_desired_is_drift_detected_at_start(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    celery_worker: subprocess.Popen[bytes],
+    watcher: subprocess.Popen[bytes],
+    operator: User,
+    approver: User,
+    login: Callable[[User], Client],
+) -> None:
+    name = f"{fleet.prefix}3-batch"
+    dom = domain(name)
+    uri = dom.host.uri
+    apply_profile(login(operator), login(approver), {"sched": {"vcpu_quota": 50000}}, [dom.pk], "both")
+    time.sleep(3)
+    try:
+        virsh(uri, "schedinfo", name, "--config", "vcpu_quota=30000")  # no event: config-only
+        virsh(uri, "destroy", name)
+        virsh(uri, "start", name)
+
+        def live_drift() -> Drift | None:
+            return Drift.objects.filter(domain=dom, scope="live", field="vcpu_quota", resolved_at__isnull=True).first()
+
+        found = wait_for(live_drift, GENEROUS, 0.1, what="live drift after the start")
+        assert isinstance(found, Drift)
+        assert (found.expected, found.observed, found.detected_by) == (50000, 30000, "start")
+        config = Drift.objects.get(domain=dom, scope="config", field="vcpu_quota", resolved_at__isnull=True)
+        assert config.observed == 30000
+    finally:
+        virsh(uri, "schedinfo", name, "--config", "vcpu_quota=50000")
+        virsh(uri, "schedinfo", name, "--live", "vcpu_quota=50000")
