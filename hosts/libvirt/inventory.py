@@ -200,28 +200,6 @@ def fetch_inventory(uri: str, *, name: str = "", light: bool = False, keep_confi
         complete=not light,
     )
 
-def fetch_guest(uri: str, uuid: str, *, name: str = "") -> DomainFacts | None:
-    """Read one guest completely (config, live tuning, the vCPU threads' real affinity), or None if it is gone.
-
-    What the drift watcher reads after a libvirt event: a handful of round trips (the CPU map, the guest's
-    state, its config and live XML and scheduler parameters, its vCPUs), never the whole host. The caller
-    bounds it with a deadline (it runs on the caller's thread).
-    """
-    conn = connect(uri, name=name)
-    rt = RoundTrips(uri)
-    try:
-        _ncpus, cpumap, _online_count = rt.call(conn.getCPUMap)
-        try:
-            dom = rt.call(conn.lookupByUUIDString, uuid)
-            state = rt.call(dom.state)[0]
-            return _domain_facts(rt, dom, state, cpumap_to_cpus(cpumap))
-        except PermanentVirtError as exc:
-            if exc.code == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
-    except TransientVirtError:
-        disconnect(uri)
-        raise
 
 def fetch_guest(uri: str, uuid: str, *, name: str = "") -> DomainFacts | None:
     """Read one guest completely (config, live tuning, the vCPU threads' real affinity), or None if it is gone.

@@ -160,6 +160,7 @@ def announce_markers(markers: Iterable[tuple[int, int | None, str, str, datetime
     if failures:
         log.warning("could not announce %d of %d chart markers: %s", len(failures), len(sends), failures[0])
 
+
 def drift_text(drift: dict[str, Any]) -> str:
     """Return the message telling an open page that a drift was found, changed or resolved."""
     return json.dumps({"type": "drift", "drift": drift}, default=str)
