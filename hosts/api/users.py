@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from knox.models import AuthToken
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -164,7 +164,13 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return _refused(exc)
         return self._answer(user)
 
-    @extend_schema(responses={200: TokenSerializer(many=True)})
+    @extend_schema(methods=["GET"], responses={200: TokenSerializer(many=True)})
+    @extend_schema(
+        methods=["DELETE"],
+        operation_id="users_tokens_revoke_all",
+        request=None,
+        responses={200: inline_serializer("RevokedUserTokens", {"revoked": serializers.IntegerField()})},
+    )
     @action(detail=True, methods=["get", "delete"])
     def tokens(self, request: Request, pk: str) -> Response:
         """List the user's API tokens (GET) or revoke them all (DELETE)."""
@@ -173,7 +179,7 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Response({"revoked": accounts.revoke_tokens(user, actor=request.user)})
         return Response(TokenSerializer(accounts.tokens_of(user), many=True).data)
 
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(operation_id="users_token_revoke", request=None, responses={204: None})
     @action(detail=True, methods=["delete"], url_path=rf"tokens/(?P<key>{KEY_PATTERN})")
     def token(self, request: Request, pk: str, key: str) -> Response:
         """Revoke one of the user's API tokens, named by its key."""
