@@ -54,6 +54,8 @@ test: setup
 	DJANGO_SETTINGS_MODULE=isoweb.settings_test $(PY) manage.py makemigrations --check --dry-run
 	.venv/bin/mypy isoweb hosts
 	.venv/bin/pytest
+	# The whole suite again on a private PostgreSQL server the tests start and stop (hosts/harness/postgres.py).
+	ISOWEB_TEST_DB=postgres ISOWEB_ARTIFACTS=$(or $(ISOWEB_ARTIFACTS),artifacts)/postgres .venv/bin/pytest
 
 bench: setup
 	$(PY) bench/inventory.py

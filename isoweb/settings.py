@@ -138,6 +138,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_name = str(DATABASES["default"]["NAME"])
     if _sqlite_name not in ("", ":memory:") and not _sqlite_name.startswith("file:"):
         private_sqlite(Path(_sqlite_name))  # created 0600 before SQLite first opens it
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Deadlines on the database as on everything else: a connection attempt gives up after
+    # ISOWEB_DB_CONNECT_TIMEOUT seconds and a statement (lock waits included) after ISOWEB_DB_STATEMENT_TIMEOUT
+    # (0: no limit), so a stuck database costs a request or a task an error, not a worker for good. A
+    # persistent connection is checked before reuse, so workers survive a database restart.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", env_int("ISOWEB_DB_CONNECT_TIMEOUT", 5))
+    _pg_options.setdefault(
+        "options", f"-c statement_timeout={int(env_float('ISOWEB_DB_STATEMENT_TIMEOUT', 60.0) * 1000)}"
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -21,6 +21,14 @@ for _name, _value in {
 
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:{os.environ.get('ISOWEB_TEST_REDIS_PORT', '6391')}/0")
 
+# ISOWEB_TEST_DB=postgres: the whole run on a private PostgreSQL server started here (and stopped when this
+# process exits), unless DATABASE_URL already names a database. The worker, beat and Daphne the tests start
+# are given the test database's URL (tests/conftest.py spawn()), so they never start a server of their own.
+if os.environ.get("ISOWEB_TEST_DB", "sqlite") == "postgres" and not os.environ.get("DATABASE_URL"):
+    from hosts.harness.postgres import start_for_this_process
+
+    start_for_this_process()
+
 from isoweb.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

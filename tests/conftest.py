@@ -23,6 +23,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts.harness.fleet import Fleet, test_fleet
+from hosts.harness.postgres import database_url
 from hosts.harness.processes import port_open
 from hosts.inventory import create_host, sync_host
 from hosts.libvirt import connection
@@ -31,6 +32,13 @@ from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
 
 BASE_DIR = Path(settings.BASE_DIR)
 ARTIFACTS = Path(os.environ.get("ISOWEB_ARTIFACTS", BASE_DIR / "artifacts"))
+
+
+def pytest_report_header() -> str:
+    """Say which database this run is on (``ISOWEB_TEST_DB=postgres`` runs it on a private PostgreSQL)."""
+    database = settings.DATABASES["default"]
+    where = f"{database.get('HOST')}:{database.get('PORT')}" if database.get("HOST") else database["NAME"]
+    return f"database: {database['ENGINE'].rsplit('.', 1)[-1]} {where}"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2, what: str = "") -> object:
@@ -60,7 +68,7 @@ def spawn(name: str, args: list[str], *, append: bool = False, **env: str) -> tu
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "isoweb.settings_test",
-        "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),  # the test database, SQLite or PostgreSQL
         "REDIS_URL": settings.REDIS_URL,
         **env,
     }
