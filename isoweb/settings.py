@@ -85,6 +85,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "isoweb.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -237,6 +238,35 @@ CSRF_COOKIE_HTTPONLY = False
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# --- Production: HTTPS only, HSTS, a TLS-terminating proxy, Content-Security-Policy -------------------------
+# ISOWEB_HTTPS=1 says browsers reach isoweb over HTTPS (itself or a proxy in front): cookies go over HTTPS only,
+# plain HTTP is redirected, and HSTS tells browsers to use nothing else for SECURE_HSTS_SECONDS (1 year). Each
+# can be set on its own too. Off by default so that `make run` works on http://127.0.0.1:8000/.
+ISOWEB_HTTPS = env_bool("ISOWEB_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", ISOWEB_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", ISOWEB_HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", ISOWEB_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if ISOWEB_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", ISOWEB_HTTPS)
+# Asking browsers to preload HSTS for the whole domain is the domain owner's decision, not a default; check
+# --deploy's reminder of it is silenced unless it is turned on.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a proxy that terminates TLS and always sets (or strips) X-Forwarded-Proto: trust it for "is this HTTPS".
+# Never set it without such a proxy: a client could then claim HTTPS itself.
+if env_bool("ISOWEB_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content-Security-Policy (isoweb/security.py): scripts from isoweb's own static files only. Empty: no header.
+from isoweb.security import DEFAULT_POLICY as _DEFAULT_CSP  # noqa: E402 - beside the only settings using it
+
+ISOWEB_CSP = env_str("ISOWEB_CSP", _DEFAULT_CSP)
+ISOWEB_CSP_REPORT_ONLY = env_bool("ISOWEB_CSP_REPORT_ONLY", False)
+
+# Networks host URIs may point at (CIDR list; empty: anywhere but link-local addresses). See hosts/uri.py.
+ISOWEB_ALLOWED_HOST_NETWORKS = env_list("ISOWEB_ALLOWED_HOST_NETWORKS", "")
+
 # Redis carries the Celery queue and the Channels layer.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # The channel layer's Redis connections get their timeouts set here, never from redis-py's defaults: a
@@ -375,6 +405,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Inventory of libvirt hosts and guests, their CPU pinning and caps.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a "status"; each choice set gets a name of its own instead of a numbered guess.
+    "ENUM_NAME_OVERRIDES": {
+        "HostStatusEnum": "hosts.models.inventory.Host.Status",
+        "ChangeRequestStatusEnum": "hosts.models.changes.ChangeRequest.Status",
+        "ChangeTargetStatusEnum": "hosts.models.changes.ChangeTarget.Status",
+        "ApplyJobStatusEnum": "hosts.models.changes.ApplyJob.Status",
+        "ChangeRequestScopeEnum": "hosts.models.changes.ChangeRequest.Scope",
+        "DriftScopeEnum": "hosts.models.drift.Drift.Scope",
+    },
 }
 
 LOGGING = {
