@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from django.test import Client
 
 from hosts.harness.fleet import Fleet
-from hosts.models import Domain
-from tests.conftest import wait_for
+from hosts.models import Domain, Host
+from tests.conftest import ARTIFACTS, _stop, spawn, wait_for
 
 
 def apply_profile(op: Client, ap: Client, content: dict[str, Any], domain_ids: list[int], scope: str) -> int:
@@ -84,3 +87,22 @@ def write_quota(path: Path, quota: int, period: int = 100000) -> None:
 
 def domain(name: str) -> Domain:
     return Domain.objects.select_related("host").get(name=name)
+
+
+@pytest.fixture
+def watcher(fleet_hosts: list[Host]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real drift watcher process, subscribed to every fleet host before the test goes on."""
+    proc, log = spawn("watch-drift", [sys.executable, "manage.py", "watch_drift"])
+    path = ARTIFACTS / "watch-drift.log"
+
+    def subscribed() -> bool:
+        assert proc.poll() is None, f"watch_drift exited; see {path}"
+        text = path.read_text(errors="replace")
+        return all(f"watching {host.name} for drift events" in text for host in fleet_hosts)
+
+    try:
+        wait_for(subscribed, 60, 0.2, what="watch_drift to subscribe to every host")
+        yield proc
+    finally:
+        _stop(proc)
+        log.close()

@@ -5,18 +5,30 @@ the standing approval of the admin who switched it on, audited as ``drift.reasse
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from hosts.drift.compare import DEDICATED
 from hosts.drift.remediate import SYSTEM_USERNAME
-from hosts.harness.fleet import Fleet
+from hosts.drift.watch import VCPU_POLL_SECONDS
+from hosts.harness.fleet import Fleet, GuestSpec
+from hosts.harness.guests import define_and_start, destroy_and_undefine
 from hosts.inventory import sync_host
 from hosts.models import AuditEvent, ChangeRequest, Drift, Host
-from tests.conftest import virsh
-from tests.drift_fixtures import apply_profile, approve_and_wait, domain, wait_applied
+from tests.conftest import virsh, wait_for
+from tests.drift_fixtures import (  # noqa: F401 - watcher is a fixture
+    affinity_of,
+    apply_profile,
+    approve_and_wait,
+    domain,
+    vcpu_threads,
+    wait_applied,
+    watcher,
+)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -121,3 +133,68 @@ def test_automatic_reassert_repairs_drift_at_once_on_the_admins_standing_approva
         assert ChangeRequest.objects.filter(requested_by__username=SYSTEM_USERNAME).count() == 1
     finally:
         virsh(uri, "schedinfo", name, "--live", "vcpu_quota=50000")
+
+
+def _pins(fleet: Fleet, uri: str, name: str, vcpupin: dict[int, str], emulatorpin: str) -> None:
+    for scope in ("--live", "--config"):
+        for vcpu, cpus in vcpupin.items():
+            virsh(uri, "vcpupin", name, str(vcpu), cpus, scope)
+        virsh(uri, "emulatorpin", name, emulatorpin, scope)
+
+
+@pytest.mark.usefixtures("watcher")
+def test_a_vcpu_hot_added_to_a_dedicated_guest_is_placed_the_same_way_automatically(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    celery_worker: subprocess.Popen[bytes],
+    operator: User,
+    approver: User,
+    admin_user: User,
+    login: Callable[[User], Client],
+) -> None:
+    """``virsh setvcpus --live`` raises no libvirt event: the watcher's vCPU count finds it within seconds.
+
+    The guest's vCPU 1 exists only since its maximum was raised after its ``dedicated`` profile was applied, so
+    libvirt has no pin for it and the hot-added thread floats over every CPU until isoweb places it.
+    """
+    member = fleet.host(2)
+    uri, name, db = member.uri, f"{fleet.prefix}3-hot", f"{fleet.prefix}3-db"
+    # The fleet's db guest holds both CPUs of this 2-CPU machine; let it float for the test.
+    _pins(fleet, uri, db, {0: "0-1", 1: "0-1"}, "0-1")
+    define_and_start(uri, member.guest_xml(GuestSpec("hot", vcpus=1, iothreads=0)))
+    try:
+        host_id = fleet_hosts[2].pk
+        sync_host(host_id)
+        dom = domain(name)
+        apply_profile(login(operator), login(approver), {"vcpupin": {"strategy": "dedicated"}}, [dom.pk], "both")
+        virsh(uri, "setvcpus", name, "2", "--maximum", "--config")
+        virsh(uri, "destroy", name)
+        virsh(uri, "start", name)
+        switch = f"/api/hosts/{host_id}/auto-reassert/"
+        assert login(admin_user).post(switch, {"enabled": True}, content_type="application/json").status_code == 200
+        sync_host(host_id)
+        assert domain(name).vcpus_max == 2 and not Drift.objects.filter(domain=dom).exists()
+        time.sleep(2 * VCPU_POLL_SECONDS)  # the watcher has counted the restarted guest's vCPUs
+
+        started = time.monotonic()
+        virsh(uri, "setvcpus", name, "2", "--live")
+        drift = wait_for(
+            lambda: Drift.objects.filter(domain=dom, field="vcpupin 1").first(), 20, 0.1, what="hot-add drift"
+        )
+        print(f"\nhot-added vCPU found as drift in {time.monotonic() - started:.1f} s")
+        assert isinstance(drift, Drift)
+        assert (drift.scope, drift.expected, drift.observed, drift.detected_by) == ("live", DEDICATED, "0-1", "event")
+        cr = wait_for(lambda: Drift.objects.get(pk=drift.pk).remediation, 20, 0.1, what="automatic remediation")
+        assert isinstance(cr, ChangeRequest)
+        wait_applied(login(approver), cr.pk)
+
+        threads = vcpu_threads(fleet, name)
+        placed = {vcpu: affinity_of(tid) for vcpu, tid in threads.items()}
+        assert set(placed) == {0, 1} and all(cpus.isdigit() for cpus in placed.values()), placed
+        assert placed[0] != placed[1], placed
+        wait_for(
+            lambda: Drift.objects.filter(pk=drift.pk, resolved_at__isnull=False).exists(), 20, 0.2, what="resolved"
+        )
+    finally:
+        destroy_and_undefine(uri, name)
+        _pins(fleet, uri, db, {0: "1", 1: "1"}, "0")

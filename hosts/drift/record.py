@@ -109,24 +109,25 @@ def record_checks(checks: Sequence[GuestCheck], *, now: datetime | None = None) 
         for finding in check.findings:
             key = (finding.scope, finding.field)
             seen.add(key)
-            drift = have.get(key)
-            if drift is None:
-                drift = Drift(
-                    host_id=domain.host_id,
-                    domain=domain,
-                    scope=finding.scope,
-                    field=finding.field,
-                    expected=finding.expected,
-                    observed=finding.observed,
-                    detected_by=check.detected_by,
-                    detected_at=now,
+            known = have.get(key)
+            if known is None:
+                created.append(
+                    Drift(
+                        host_id=domain.host_id,
+                        domain=domain,
+                        scope=finding.scope,
+                        field=finding.field,
+                        expected=finding.expected,
+                        observed=finding.observed,
+                        detected_by=check.detected_by,
+                        detected_at=now,
+                    )
                 )
-                created.append(drift)
-            elif drift.observed != finding.observed or drift.expected != finding.expected:
-                drift.observed, drift.expected = finding.observed, finding.expected
-                drift.save(update_fields=["observed", "expected"])
-                out.updated.append(drift.pk)
-                touched.append(drift)
+            elif known.observed != finding.observed or known.expected != finding.expected:
+                known.observed, known.expected = finding.observed, finding.expected
+                known.save(update_fields=["observed", "expected"])
+                out.updated.append(known.pk)
+                touched.append(known)
         for key, drift in have.items():
             if key in seen:
                 continue

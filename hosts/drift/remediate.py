@@ -82,7 +82,7 @@ def _content(domain: Domain, scope: str, drifts: Sequence[Drift]) -> dict[str, A
     """The profile content that puts these drifted fields of one guest back to their desired values."""
     desired = (domain.desired_state or {}).get(scope) or {}
     content: dict[str, Any] = {}
-    pins: dict[str, str] = {}
+    pins: dict[str, Any] = {}
     dedicated = False
     for drift in drifts:
         section, _, number = drift.field.partition(" ")

@@ -30,11 +30,16 @@ def drift_rows() -> QuerySet[Drift]:
 def drift_section(*, host_id: int | None = None, domain_id: int | None = None) -> dict[str, object]:
     """The context of ``hosts/_drift.html`` for a host's or a guest's page: its open and recent resolved drifts."""
     rows = drift_rows()
-    rows = rows.filter(host_id=host_id) if host_id is not None else rows.filter(domain_id=domain_id)
+    if host_id is not None:
+        rows, where = rows.filter(host_id=host_id), {"host": host_id}
+    elif domain_id is not None:
+        rows, where = rows.filter(domain_id=domain_id), {"domain": domain_id}
+    else:
+        raise ValueError("a drift section belongs to a host or a guest")
     return {
         "drift_open": list(rows.filter(resolved_at__isnull=True)),
         "drift_resolved": list(rows.filter(resolved_at__isnull=False).order_by("-resolved_at", "-id")[:RECENT]),
-        "drift_filter": {"host": host_id} if host_id is not None else {"domain": domain_id},
+        "drift_filter": where,
     }
 
 
