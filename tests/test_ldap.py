@@ -128,6 +128,7 @@ def test_a_directory_that_never_answers_fails_logins_within_the_deadline(viewer:
     """A listener that accepts TCP and never answers, as a hung directory would: logins fail, within the deadline."""
     port = next(port for port in PORTS if not port_open(port))
     with socket.socket() as hung:
+        hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the previous test's slapd may be in TIME_WAIT
         hung.bind(("127.0.0.1", port))
         hung.listen(16)  # the kernel completes the handshake; nothing ever reads or answers
         env = {"ISOWEB_LDAP_URI": f"ldap://127.0.0.1:{port}", "ISOWEB_LDAP_TIMEOUT": "2", "ISOWEB_LDAP_ROLE_GROUPS": ""}
