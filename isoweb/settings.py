@@ -373,6 +373,29 @@ ISOWEB_LIBVIRT_CALL_TIMEOUT = env_float("ISOWEB_LIBVIRT_CALL_TIMEOUT", 30.0)
 ISOWEB_LIBVIRT_PER_GUEST_TIMEOUT = env_float("ISOWEB_LIBVIRT_PER_GUEST_TIMEOUT", 0.5)
 # A live chart's tick gives up on its host after this long and says "not answering since ...".
 ISOWEB_STATS_TIMEOUT = env_float("ISOWEB_STATS_TIMEOUT", 5.0)
+# Foreign load on the host CPUs a guest holds alone, and each guest's isolation score: the share of the last
+# hour its dedicated CPUs carried at most this much foreign load (% of one CPU). See hosts/live/interference.py.
+ISOWEB_INTERFERENCE = env_bool("ISOWEB_INTERFERENCE", True)
+ISOWEB_FOREIGN_LOAD_THRESHOLD = env_float("ISOWEB_FOREIGN_LOAD_THRESHOLD", 5.0)
+# /metrics (OpenMetrics, hosts/metrics.py): answered to a bearer token equal to ISOWEB_METRICS_TOKEN (empty:
+# no token accepted) or to clients in ISOWEB_METRICS_NETWORKS (CIDR list, default loopback only).
+ISOWEB_METRICS_TOKEN = env_str("ISOWEB_METRICS_TOKEN", "")
+ISOWEB_METRICS_NETWORKS = env_list("ISOWEB_METRICS_NETWORKS", "127.0.0.0/8,::1/128")
+
+
+def _check_networks(name: str, networks: list[str]) -> None:
+    import ipaddress
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not a network in CIDR notation ({exc})") from exc
+
+
+_check_networks("ISOWEB_METRICS_NETWORKS", ISOWEB_METRICS_NETWORKS)
 # A thread stuck inside libvirt cannot be killed; a worker process is replaced after this many tasks, which
 # bounds how long the (at most one per hung host) stuck threads it may hold stay around.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("ISOWEB_WORKER_MAX_TASKS_PER_CHILD", 200)

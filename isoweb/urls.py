@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from hosts.metrics import metrics_view
 from hosts.views.api_docs import api_docs
 
 urlpatterns = [
@@ -16,6 +17,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
+    # Prometheus (OpenMetrics); its own access rule: a bearer token or an allowed network (hosts/metrics.py).
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler500 = "hosts.views.errors.server_error"

@@ -2,10 +2,15 @@
 
 from typing import Any
 
+from django.conf import settings
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.filters import DomainFilterSet
+from hosts.live.interference import score as isolation_score
 from hosts.models import Domain
 
 
@@ -51,3 +56,22 @@ class DomainViewSet(viewsets.ReadOnlyModelViewSet[Domain]):
     pagination_class = BoundedLimitOffsetPagination
     ordering_fields = ["name", "state", "vcpus_current", "host__name"]
     queryset = Domain.objects.select_related("host").order_by("host__name", "name")
+
+    @action(detail=True, methods=["get"])
+    def isolation(self, request: Request, pk: str | None = None) -> Response:
+        """The guest's isolation score: the share of the last hour its dedicated CPUs were free of foreign load.
+
+        ``score`` is null when none of its CPUs was dedicated (held alone) while sampled in that hour.
+        """
+        domain = self.get_object()
+        found = isolation_score(domain.pk)
+        return Response(
+            {
+                "id": domain.pk,
+                "score": found.score,
+                "sampled_seconds": found.sampled_seconds,
+                "clean_seconds": found.clean_seconds,
+                "window_seconds": found.window_seconds,
+                "threshold_percent": float(settings.ISOWEB_FOREIGN_LOAD_THRESHOLD),
+            }
+        )

@@ -29,7 +29,7 @@ from hosts.libvirt import connection, deadlines
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import StatsSample
 from hosts.libvirt.stats import fetch_cpu_stats
-from hosts.live import frames, history, push
+from hosts.live import counters, frames, history, interference, push
 from hosts.live.rates import HostLoad, host_load
 from hosts.models import Domain, Host, HostCPU
 
@@ -72,8 +72,14 @@ class HostCollector:
     down_reason: str = ""
     down_since: float = 0.0  # time.time() of the first failure in a row
     ticks: int = 0
+    # Foreign load on dedicated CPUs and the isolation score (hosts/live/interference.py); the latest raw
+    # counters for /metrics (hosts/live/counters.py). Both on in the product; the benchmark turns them off
+    # to measure the collector without them in the same run.
+    compute_interference: bool = field(default_factory=lambda: bool(settings.ISOWEB_INTERFERENCE))
+    keep_counters: bool = True
     _guest_ids: dict[str, int] = field(default_factory=dict)
     _cpu_ids: tuple[int, ...] = ()
+    _dedicated: dict[int, interference.Dedication] = field(default_factory=dict)
     _inventory_at: float = -1e9
     _emitted: set[str] = field(default_factory=set)
     _host_emitted: bool = False
@@ -110,11 +116,12 @@ class HostCollector:
         if not force and now - self._inventory_at < INVENTORY_REFRESH_SECONDS:
             return
         self._inventory_at = now
-        self._guest_ids = {
-            str(uuid): pk for uuid, pk in Domain.objects.filter(host_id=self.host_id).values_list("uuid", "pk")
-        }
+        rows = list(Domain.objects.filter(host_id=self.host_id).values_list("uuid", "pk", "tuning_live"))
+        self._guest_ids = {str(uuid): pk for uuid, pk, _tuning in rows}
         online = HostCPU.objects.filter(host_id=self.host_id, online=True).order_by("cpu_id")
         self._cpu_ids = tuple(online.values_list("cpu_id", flat=True))
+        every_cpu = HostCPU.objects.filter(host_id=self.host_id).values_list("cpu_id", flat=True)
+        self._dedicated = interference.dedicated_cpus(((pk, str(uuid), tuning) for uuid, pk, tuning in rows), every_cpu)
 
     def backoff_seconds(self) -> float:
         return min(MAX_BACKOFF_SECONDS, 2.0 ** max(self.failures - 1, 0))
@@ -141,7 +148,7 @@ class HostCollector:
             load = host_load(self.prev, sample, max_dt=3 * max(self.prev_interval, interval) + 0.5)
         self.prev, self.prev_interval = sample, interval
         if load is not None:
-            messages += self._store(load, result)
+            messages += self._store(load, result, sample)
         else:
             self._host_emitted = False
             self._emitted = set()
@@ -151,13 +158,22 @@ class HostCollector:
         result.cpu_seconds = time.thread_time() - started
         return result
 
-    def _store(self, load: HostLoad, result: TickResult) -> list[tuple[str, str]]:
+    def _store(self, load: HostLoad, result: TickResult, sample: StatsSample) -> list[tuple[str, str]]:
         """Write the tick's frames to history (one pipeline) and return the messages for watched groups."""
         pipe = history.client().pipeline(transaction=False)
         trim = self.ticks % TRIM_EVERY_TICKS == 0
         series: list[tuple[str, int, str]] = []
 
-        host_frame = frames.host_frame(load.wall, load.cpus, gap=not self._host_emitted)
+        dedicated = self._dedicated if self.compute_interference else {}
+        foreign = interference.foreign_load(load, dedicated) if dedicated else {}
+        foreign_by_guest = interference.by_guest_vcpu(dedicated, foreign) if dedicated else {}
+        if dedicated:
+            threshold = float(settings.ISOWEB_FOREIGN_LOAD_THRESHOLD)
+            interference.record(pipe, load.wall, load.dt, dedicated, foreign, threshold)
+        if self.keep_counters:
+            counters.store(pipe, self.host_id, counters.snapshot_json(sample, self._guest_ids, dedicated, foreign))
+
+        host_frame = frames.host_frame(load.wall, load.cpus, foreign=foreign, gap=not self._host_emitted)
         self._host_emitted = True
         series.append((push.HOST, self.host_id, self._add(pipe, push.HOST, self.host_id, host_frame, trim)))
 
@@ -167,7 +183,13 @@ class HostCollector:
             if domain_id is None:
                 continue  # not in the inventory yet: the next sync adds it
             frame = frames.guest_frame(
-                load.wall, guest.vcpu, guest.delay, guest.overhead, guest.total, gap=uuid not in self._emitted
+                load.wall,
+                guest.vcpu,
+                guest.delay,
+                guest.overhead,
+                guest.total,
+                foreign=foreign_by_guest.get(uuid),
+                gap=uuid not in self._emitted,
             )
             emitted.add(uuid)
             series.append((push.GUEST, domain_id, self._add(pipe, push.GUEST, domain_id, frame, trim)))
@@ -225,8 +247,12 @@ class Collector:
         interval: float = 1.0,
         background_interval: float = 10.0,
         on_tick: Callable[[int, TickResult], None] | None = None,
+        interference: bool | None = None,
+        keep_counters: bool = True,
     ) -> None:
         self.interval = interval
+        self.interference = bool(settings.ISOWEB_INTERFERENCE) if interference is None else interference
+        self.keep_counters = keep_counters
         self.background_interval = background_interval
         self.on_tick = on_tick  # called from the host's thread after each tick (for the benchmark)
         self.publisher = push.Publisher()
@@ -235,7 +261,14 @@ class Collector:
         self._threads: dict[int, tuple[threading.Thread, threading.Event]] = {}
 
     def _host_loop(self, host_id: int, uri: str, name: str, stop: threading.Event) -> None:
-        collector = HostCollector(host_id=host_id, uri=uri, name=name, publisher=self.publisher)
+        collector = HostCollector(
+            host_id=host_id,
+            uri=uri,
+            name=name,
+            publisher=self.publisher,
+            compute_interference=self.interference,
+            keep_counters=self.keep_counters,
+        )
         try:
             self._collect(collector, stop)
         finally:
@@ -270,7 +303,7 @@ class Collector:
 
     def sync_hosts(self) -> None:
         """Start a thread for each new host and stop those of hosts removed from the inventory."""
-        hosts = {pk: (uri, name) for pk, uri, name in Host.objects.values_list("pk", "uri", "name")}
+        hosts = {pk: (uri, name) for pk, uri, name in Host.objects.in_service().values_list("pk", "uri", "name")}
         for host_id, (thread, stop) in list(self._threads.items()):
             if host_id not in hosts or not thread.is_alive():
                 stop.set()

@@ -19,10 +19,11 @@ from typing import Any, ClassVar
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
 from hosts import roles
-from hosts.live import history, push
+from hosts.live import history, interference, push
 from hosts.models import AuditEvent, Domain, Host
 from hosts.vocabulary import caps_percent
 
@@ -30,6 +31,8 @@ MARKER_ACTIONS = (AuditEvent.Action.CHANGE_APPLIED, AuditEvent.Action.CHANGE_ROL
 MAX_MARKERS = 200
 MAX_CLIENT_MESSAGE_BYTES = 512
 HISTORY_REQUEST_MIN_SECONDS = 1.0
+
+ISOLATION_REFRESH_ROUNDS = 6  # x WATCH_REFRESH_SECONDS: the score on an open guest page is at most 30 s old
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -44,12 +47,38 @@ def current_caps(domain_id: int) -> dict[str, float] | None:
     return caps_percent((domain["tuning_live"] or {}).get("sched"))
 
 
+def _marker_label(row: dict[str, Any]) -> str:
+    """The marker's label as the apply engine draws it live ("CR-12 applied"), so a reload keeps the number."""
+    if row["change_request_id"] is not None:
+        return push.change_marker_label(row["change_request_id"], row["action"])
+    return str(row["message"] or row["object_repr"])
+
+
 def _markers(events: Any) -> list[dict[str, Any]]:
     rows = events.filter(action__in=MARKER_ACTIONS, created_at__gte=timezone.now() - timedelta(hours=25))
-    rows = rows.order_by("-created_at").values("action", "object_repr", "message", "created_at")[:MAX_MARKERS]
-    return [
-        push.marker(row["action"], row["message"] or row["object_repr"], row["created_at"]) for row in reversed(rows)
+    rows = rows.order_by("-created_at").values("action", "object_repr", "message", "created_at", "change_request_id")[
+        :MAX_MARKERS
     ]
+    return [push.marker(row["action"], _marker_label(row), row["created_at"]) for row in reversed(rows)]
+
+
+def isolation(domain_id: int) -> dict[str, Any]:
+    """The guest's isolation score for its page (hosts/live/interference.py), with the threshold it is held to."""
+    found = interference.score(domain_id)
+    return {
+        "score": found.score,
+        "sampled_seconds": found.sampled_seconds,
+        "threshold": float(settings.ISOWEB_FOREIGN_LOAD_THRESHOLD),
+    }
+
+
+def caps_since(markers: list[dict[str, Any]]) -> float | None:
+    """When the guest's current caps came into force, as far as the chart can tell: its last change's marker.
+
+    ``None`` when no change was made in the markers' span: the caps have held at least that long. A change
+    that did not touch the caps still counts, so a cap line is never drawn where it may not have held.
+    """
+    return markers[-1]["t"] if markers else None
 
 
 class ChartConsumer(AsyncWebsocketConsumer):
@@ -96,10 +125,16 @@ class ChartConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=host_down)
 
     async def _keep_watching(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(push.WATCH_REFRESH_SECONDS)
+            rounds += 1
             with contextlib.suppress(Exception):  # Redis briefly away: the chart just falls back to slow
                 await sync_to_async(push.mark_watched, thread_sensitive=False)(self.watch_targets)
+                await self.every_few_seconds(rounds)
+
+    async def every_few_seconds(self, rounds: int) -> None:
+        """Send what changes slowly, every ``WATCH_REFRESH_SECONDS`` (``rounds`` counts the calls)."""
 
     async def disconnect(self, code: int) -> None:
         if self.watch_task is not None:
@@ -172,16 +207,26 @@ class GuestChartConsumer(ChartConsumer):
         domain = Domain.objects.filter(pk=object_id).values("pk", "name", "host_id").first()
         if domain is None:
             return None
+        markers = _markers(AuditEvent.objects.filter(domain_id=object_id))
         return {
+            "isolation": isolation(object_id),
             "name": domain["name"],
             "host_down": _host_down(self.kind, object_id, domain["host_id"]),
             "caps": current_caps(object_id) or {},
-            "markers": _markers(AuditEvent.objects.filter(domain_id=object_id)),
+            "caps_since": caps_since(markers),
+            "markers": markers,
             "watch": [(push.GUEST, object_id), (push.HOST, domain["host_id"])],
         }
 
+    async def every_few_seconds(self, rounds: int) -> None:
+        """Refresh the guest's isolation score every ``ISOLATION_REFRESH_ROUNDS`` rounds (it moves slowly)."""
+        if rounds % ISOLATION_REFRESH_ROUNDS == 0:
+            found = await sync_to_async(isolation, thread_sensitive=False)(self.object_id)
+            await self.send(text_data=json.dumps({"type": "isolation", "isolation": found}))
+
     async def live_marker(self, event: dict[str, Any]) -> None:
-        """Draw the marker, then the caps the change left behind (the marker is sent after its commit)."""
+        """Draw the marker, then the caps the change left behind, in force from the marker on."""
         await super().live_marker(event)
         caps = await database_sync_to_async(current_caps)(self.object_id)
-        await self.send(text_data=json.dumps({"type": "caps", "caps": caps or {}}))
+        since = event["marker"]["t"]
+        await self.send(text_data=json.dumps({"type": "caps", "caps": caps or {}, "since": since}))

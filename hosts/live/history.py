@@ -102,8 +102,11 @@ class _Bucket:
             if not isinstance(ids, list):
                 continue
             for value_name in value_names:
-                values = frame.get(value_name) or []
-                per_id = self.keyed.setdefault(value_name, {})
+                values = frame.get(value_name)
+                if not isinstance(values, list):
+                    continue  # an optional field this frame does not carry
+                # A value name may follow different id lists in different kinds of frame ("f").
+                per_id = self.keyed.setdefault(f"{ids_name}.{value_name}", {})
                 for item, value in zip(ids, values, strict=False):
                     if isinstance(value, int | float):
                         acc = per_id.setdefault(item, [0.0, 0.0])
@@ -115,12 +118,13 @@ class _Bucket:
         for name, (total, count) in self.scalars.items():
             out[name] = round(total / count, 1)
         for ids_name, value_names in _KEYED_FIELDS.items():
-            ids = sorted({i for v in value_names for i in self.keyed.get(v, {})})
-            if not ids:
+            present = [v for v in value_names if f"{ids_name}.{v}" in self.keyed]
+            if not present:
                 continue
+            ids = sorted({i for v in present for i in self.keyed[f"{ids_name}.{v}"]})
             out[ids_name] = ids
-            for value_name in value_names:
-                per_id = self.keyed.get(value_name, {})
+            for value_name in present:
+                per_id = self.keyed[f"{ids_name}.{value_name}"]
                 out[value_name] = [round(per_id[i][0] / per_id[i][1], 1) if i in per_id else None for i in ids]
         return out
 

@@ -130,6 +130,12 @@ def marker(kind: str, label: str, ts: datetime | float) -> dict[str, Any]:
     return {"kind": kind[:40], "label": str(label)[:200], "t": round(when, 3)}
 
 
+def change_marker_label(change_request_id: int, kind: str) -> str:
+    """Label a change request's marker the same way live and from history: ``CR-12 applied``."""
+    short = str(kind).rsplit(".", 1)[-1].replace("_", " ")
+    return f"CR-{int(change_request_id)} {short}"
+
+
 def announce_markers(markers: Iterable[tuple[int, int | None, str, str, datetime | float]]) -> None:
     """Draw markers on guests' charts (and their hosts') now, for everyone watching, in one go.
 

@@ -1,7 +1,10 @@
 // isoweb live charts: one websocket per page, uPlot for drawing (fast with hundreds of series).
 // The server sends a "hello" with recent history, caps and markers, then one "frame" per collector tick.
 // Frames are buffered; drawing happens at most once per animation frame, so a burst costs one redraw.
-// The newest values are mirrored on the chart container as data-latest (JSON) for tests and tools.
+// The newest values are mirrored on the chart container as data-latest (JSON) for tests and tools, and for
+// people as a table of the latest values under each chart (its text alternative).
+// Times (axis, markers, status) are shown in the user's time zone: <body data-time-zone="Area/City"> when
+// the page says one, else the browser's own; the axis says which.
 (function () {
   "use strict";
 
@@ -12,6 +15,30 @@
     "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 
   function color(i) { return PALETTE[i % PALETTE.length]; }
+
+  // The zone every time on the charts is shown in: the user's setting from the page, else the browser's.
+  function pageTimeZone() {
+    var browser = "UTC";
+    try { browser = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch (e) { browser = "UTC"; }
+    var body = document.body;
+    var wanted = body && body.dataset.timeZone;
+    // The server's fallback zone (the user has none yet, not even the browser's on record) gives way to the
+    // browser's own, which the page itself switches to as soon as the server has recorded it.
+    if (wanted && body.dataset.timeZoneSource !== "default") {
+      try { new Intl.DateTimeFormat("en-US", { timeZone: wanted }); return wanted; } catch (e) { return browser; }
+    }
+    return browser;
+  }
+  var ZONE = null;
+  var clockFormat = null;
+  function zone() { if (ZONE === null) { ZONE = pageTimeZone(); } return ZONE; }
+  // "07:54:48" in the chart's zone, for markers and status lines (epoch seconds in).
+  function clock(t) {
+    if (!clockFormat) {
+      clockFormat = new Intl.DateTimeFormat("en-GB", { timeZone: zone(), hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    }
+    return clockFormat.format(new Date(t * 1000));
+  }
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
@@ -170,6 +197,17 @@
     return defs;
   }
 
+  // Ids (vCPUs, host CPUs) that have a value in some frame for an optional field such as "f".
+  function idsWith(frames, idField, valueField) {
+    var seen = {};
+    frames.forEach(function (f) {
+      var values = f[valueField];
+      if (!values) { return; }
+      (f[idField] || []).forEach(function (id, i) { if (values[i] !== null && values[i] !== undefined) { seen[id] = true; } });
+    });
+    return Object.keys(seen).map(Number).sort(function (a, b) { return a - b; });
+  }
+
   function idsIn(frames, field) {
     var seen = {};
     frames.forEach(function (f) { (f[field] || []).forEach(function (id) { seen[id] = true; }); });
@@ -178,27 +216,34 @@
 
   // --- drawing hooks: caps as horizontal reference lines, markers as vertical lines -----------------
 
+  // A cap is drawn only over the stretch it was in force: from its "from" (the change that set it; null: since
+  // before anything the chart knows) to the next cap's "from".
   function drawCaps(getCaps) {
     return function (u) {
       var caps = getCaps() || [];
       var ctx = u.ctx;
+      var min = u.scales.x.min, max = u.scales.x.max;
       ctx.save();
       caps.forEach(function (cap) {
+        var from = cap.from === null || cap.from === undefined ? min : Math.max(cap.from, min);
+        var to = cap.to === null || cap.to === undefined ? max : Math.min(cap.to, max);
+        if (!(to > from)) { return; }
         var y = Math.round(u.valToPos(cap.value, "y", true));
         if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) { return; }
+        var x0 = Math.round(u.valToPos(from, "x", true)), x1 = Math.round(u.valToPos(to, "x", true));
         ctx.strokeStyle = cap.color;
         ctx.setLineDash([6, 4]);
         ctx.lineWidth = 1.5 * devicePixelRatio;
         ctx.beginPath();
-        ctx.moveTo(u.bbox.left, y);
-        ctx.lineTo(u.bbox.left + u.bbox.width, y);
+        ctx.moveTo(x0, y);
+        ctx.lineTo(x1, y);
         ctx.stroke();
         ctx.setLineDash([]);
         ctx.fillStyle = cap.color;
         ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
         ctx.textAlign = "left";  // uPlot leaves the axes' alignment on the context
         ctx.textBaseline = "bottom";
-        ctx.fillText(cap.label, u.bbox.left + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
+        ctx.fillText(cap.label, x0 + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
       });
       ctx.restore();
     };
@@ -221,7 +266,7 @@
         ctx.stroke();
         ctx.fillStyle = ctx.strokeStyle;
         ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
-        ctx.fillText((rolled ? "↶ " : "✓ ") + m.label.slice(0, 40), x + 3 * devicePixelRatio, u.bbox.top + 12 * devicePixelRatio);
+        ctx.fillText((rolled ? "↶ " : "✓ ") + m.label.slice(0, 40) + " " + clock(m.t), x + 3 * devicePixelRatio, u.bbox.top + 12 * devicePixelRatio);
       });
       ctx.restore();
     };
@@ -235,10 +280,79 @@
     this.plot = null;
     this.signature = "";
     this.hidden = {};
+    this.rows = {};
+    this.buildTable();
   }
 
-  Chart.prototype.render = function (frames, xRange, maxHole) {
+  // The chart's text alternative: the latest value of every series in a table under the canvas, in a
+  // collapsible box, updated with each drawing (a cell is written only when its text changes).
+  Chart.prototype.buildTable = function () {
+    var id = "latest-" + (this.container.dataset.chart || "chart") + "-" + Math.floor(Math.random() * 1e9);
+    this.container.setAttribute("role", "figure");
+    this.container.setAttribute("aria-label", this.opts.title + " over time; the latest values are in the table “Latest values” below it");
+    var box = el("details", { "class": "chart-table", "data-chart-table": this.container.dataset.chart || "" });
+    box.appendChild(el("summary", {}, "Latest values: " + this.opts.title));
+    var table = el("table", { "class": "table", id: id });
+    table.appendChild(el("caption", { "class": "visually-hidden" }, "Latest values: " + this.opts.title));
+    var head = el("tr");
+    head.appendChild(el("th", { scope: "col" }, "Series"));
+    head.appendChild(el("th", { scope: "col", "class": "num" }, this.opts.yLabel));
+    var thead = el("thead");
+    thead.appendChild(head);
+    table.appendChild(thead);
+    this.tbody = el("tbody");
+    table.appendChild(this.tbody);
+    this.when = el("p", { "class": "note", "aria-live": "off" }, "");
+    box.appendChild(table);
+    box.appendChild(this.when);
+    this.container.parentNode.insertBefore(box, this.container.nextSibling);
+  };
+
+  Chart.prototype.updateTable = function (defs, frame) {
+    var rows = this.rows, tbody = this.tbody, seen = {};
+    defs.forEach(function (d) {
+      seen[d.label] = true;
+      var row = rows[d.label];
+      if (!row) {
+        var tr = el("tr");
+        tr.appendChild(el("th", { scope: "row" }, d.label));
+        var cell = el("td", { "class": "num" }, "");
+        tr.appendChild(cell);
+        tbody.appendChild(tr);
+        row = rows[d.label] = { tr: tr, cell: cell, text: "" };
+      }
+      var v = frame ? d.value(frame) : null;
+      var text = v === null || v === undefined ? "—" : (Math.round(v * 10) / 10).toFixed(1);
+      if (row.text !== text) { row.text = text; row.cell.textContent = text; }
+    });
+    Object.keys(rows).forEach(function (label) {
+      if (!seen[label]) { rows[label].tr.remove(); delete rows[label]; }
+    });
+    var when = frame ? "As of " + clock(frame.t) + " (" + zone() + ")" : "";
+    if (this.when.textContent !== when) { this.when.textContent = when; }
+  };
+
+  // uPlot's legend entries toggle on click only; each becomes a real button (reachable with Tab, pressed with
+  // Enter or Space, its state in aria-pressed). The click still reaches uPlot's own handler on the cell.
+  Chart.prototype.legendButtons = function () {
+    var plot = this.plot;
+    this.buttons = {};
+    var buttons = this.buttons;
+    plot.root.querySelectorAll(".u-legend .u-series").forEach(function (row, i) {
+      if (i === 0) { return; }  // the x series has no toggle
+      var cell = row.querySelector("th");
+      if (!cell) { return; }
+      var button = el("button", { type: "button", "class": "legend-toggle" });
+      while (cell.firstChild) { button.appendChild(cell.firstChild); }
+      cell.appendChild(button);
+      button.setAttribute("aria-pressed", plot.series[i].show ? "true" : "false");
+      buttons[i] = button;
+    });
+  };
+
+  Chart.prototype.render = function (frames, xRange, maxHole, newest) {
     var defs = this.opts.seriesFor(frames, false);
+    this.updateTable(defs, newest);
     var signature = defs.map(function (d) { return d.label; }).join("|");
     var self = this;
     this.xRange = xRange;
@@ -260,11 +374,12 @@
       width: Math.max(320, this.container.clientWidth || 800),
       height: 260,
       title: this.opts.title,
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), zone()); },
       scales: {
         x: { time: true, range: function () { return self.xRange; } },
         y: { range: function (u, min, max) { return [0, Math.max(100, Math.ceil((max || 0) / 10) * 10)]; } },
       },
-      axes: [{}, { label: this.opts.yLabel, size: 60 }],
+      axes: [{ label: "Time (" + zone() + ")", labelSize: 20 }, { label: this.opts.yLabel, size: 60 }],
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
       series: [{}].concat(defs.map(function (d) {
@@ -276,10 +391,16 @@
         draw: [drawCaps(this.opts.caps), drawMarkers(this.opts.markers)],
         setSeries: [function (u, idx) {
           if (idx) { self.hidden[u.series[idx].label] = !u.series[idx].show; }
+          Object.keys(self.buttons || {}).forEach(function (i) {
+            self.buttons[i].setAttribute("aria-pressed", u.series[i].show ? "true" : "false");
+          });
           if (self.opts.redraw) { self.opts.redraw(); }  // a series just shown needs its values
         }],
       },
     }, data, this.container);
+    var canvas = this.plot.root.querySelector("canvas");
+    if (canvas) { canvas.setAttribute("role", "img"); canvas.setAttribute("aria-label", this.opts.title + " (the table “Latest values” below gives the newest values)"); }
+    this.legendButtons();
   };
 
   Chart.prototype.isShown = function (def) {
@@ -302,6 +423,7 @@
     this.minute = [];
     this.markers = [];
     this.caps = {};
+    this.capHistory = [];  // [{from: epoch seconds | null, caps: {...}}], oldest first
     this.paused = false;
     this.windowSeconds = Number(root.querySelector("[data-window]").value || 300);
     this.dirty = false;
@@ -320,14 +442,27 @@
     this.connect();
   }
 
+  // Each cap as a line over the stretch it was in force: from the change that set it to the next change.
   LivePage.prototype.capLines = function (which) {
     var self = this;
     return function () {
       var lines = [];
-      if (which === "vcpu" && self.caps.vcpu) { lines.push({ value: self.caps.vcpu, label: "vcpu cap " + self.caps.vcpu + " %", color: "#b3261e" }); }
-      if (which === "vcpu" && self.caps.emulator) { lines.push({ value: self.caps.emulator, label: "emulator cap " + self.caps.emulator + " %", color: "#8a5a00" }); }
+      if (which !== "vcpu") { return lines; }
+      var history = self.capHistory;
+      history.forEach(function (segment, i) {
+        var to = i + 1 < history.length ? history[i + 1].from : null;
+        var caps = segment.caps || {};
+        if (caps.vcpu) { lines.push({ value: caps.vcpu, from: segment.from, to: to, label: "vcpu cap " + caps.vcpu + " %", color: "#b3261e" }); }
+        if (caps.emulator) { lines.push({ value: caps.emulator, from: segment.from, to: to, label: "emulator cap " + caps.emulator + " %", color: "#8a5a00" }); }
+      });
       return lines;
     };
+  };
+
+  LivePage.prototype.capsChanged = function (caps, since) {
+    this.caps = caps || {};
+    this.capHistory.push({ from: since === undefined ? null : since, caps: this.caps });
+    if (this.capHistory.length > 50) { this.capHistory.shift(); }
   };
 
   LivePage.prototype.build = function () {
@@ -349,12 +484,24 @@
       } else if (which === "guest-delay") {
         opts = { title: "Run-queue delay / steal (% of the time)", yLabel: "%", caps: noCaps, markers: markers,
           seriesFor: function (frames, building) {
-            return perIdSeries(frames, "n", "d", function (n) { return "vCPU " + n + " delay"; }, "delay", building);
+            var defs = perIdSeries(frames, "n", "d", function (n) { return "vCPU " + n + " delay"; }, "delay", building);
+            // Next to each dedicated vCPU's delay: the foreign load on the host CPU it holds alone.
+            idsWith(frames, "n", "f").forEach(function (n, i) {
+              defs.push({ label: "vCPU " + n + " foreign load on its CPU", stroke: color(i), width: 2, dash: [2, 3],
+                value: function (f) { return keyed(f, "n", "f", n); } });
+            });
+            return defs;
           } };
       } else if (which === "host-cpu") {
         opts = { title: "Host CPU busy (%)", yLabel: "%", caps: noCaps, markers: markers,
           seriesFor: function (frames, building) {
-            return perIdSeries(frames, "i", "b", function (c) { return "CPU " + c; }, "CPUs", building);
+            var defs = perIdSeries(frames, "i", "b", function (c) { return "CPU " + c; }, "CPUs", building);
+            // Each CPU a guest holds alone: the load on it that is not the owner's.
+            idsWith(frames, "i", "f").forEach(function (c) {
+              defs.push({ label: "CPU " + c + " foreign load", stroke: "#b3261e", width: 2, dash: [2, 3],
+                value: function (f) { return keyed(f, "i", "f", c); } });
+            });
+            return defs;
           } };
       } else {
         return;
@@ -416,7 +563,9 @@
     if (msg.type === "hello") {
       this.full = msg.frames || [];
       this.markers = msg.markers || [];
-      this.caps = msg.caps || {};
+      this.capHistory = [];
+      this.capsChanged(msg.caps, msg.caps_since);
+      if (msg.isolation) { this.showIsolation(msg.isolation); }
       this.requestMinutes();
     } else if (msg.type === "frame") {
       this.full.push(msg.frame);
@@ -428,10 +577,13 @@
     } else if (msg.type === "marker") {
       this.markers.push(msg);
       if (this.markers.length > 200) { this.markers.shift(); }
+    } else if (msg.type === "isolation") {
+      this.showIsolation(msg.isolation || {});
+      return;
     } else if (msg.type === "caps") {
-      this.caps = msg.caps || {};
+      this.capsChanged(msg.caps, msg.since === undefined ? Date.now() / 1000 : msg.since);
     } else if (msg.type === "status") {
-      var since = msg.since ? " since " + new Date(msg.since * 1000).toLocaleTimeString([], {timeZoneName: "short"}) : "";
+      var since = msg.since ? " since " + clock(msg.since) + " (" + zone() + ")" : "";
       this.say(msg.up ? "" : "Host not answering" + since + ": " + msg.reason + " (retrying; the chart shows a gap)");
       return;
     } else {
@@ -441,28 +593,49 @@
     this.schedule();
   };
 
+  // The guest's isolation score on its page: the share of the last hour its dedicated CPUs were free of
+  // foreign load above the threshold.
+  LivePage.prototype.showIsolation = function (found) {
+    var target = document.querySelector("[data-isolation]");
+    if (!target) { return; }
+    var text;
+    if (found.score === null || found.score === undefined) {
+      text = "no CPU held alone in the last hour";
+    } else {
+      var minutes = Math.round((found.sampled_seconds || 0) / 60);
+      text = (Math.round(found.score * 1000) / 10) + " % of the time free of foreign load above " + found.threshold +
+        " % of a CPU (over " + (minutes < 1 ? "less than a minute" : minutes + " min") + " sampled in the last hour)";
+    }
+    if (target.textContent !== text) { target.textContent = text; }
+    target.dataset.score = found.score === null || found.score === undefined ? "" : String(found.score);
+  };
+
   LivePage.prototype.publishLatest = function () {
     var f = this.full[this.full.length - 1];
     if (!this.latestTarget) { return; }
     this.latestTarget.dataset.markers = JSON.stringify(this.markers.map(function (m) { return { kind: m.kind, t: m.t }; }));
     this.latestTarget.dataset.caps = JSON.stringify(this.caps);
+    this.latestTarget.dataset.capSegments = JSON.stringify(this.capHistory);
     if (!f) { return; }
     var latest = { t: f.t };
     if (this.kind === "guest") {
       latest.vcpu = {}; latest.delay = {};
       (f.n || []).forEach(function (n, i) { latest.vcpu[n] = f.v[i]; latest.delay[n] = f.d ? f.d[i] : null; });
       latest.overhead = f.o; latest.total = f.g;
+      if (f.f) { latest.foreign = {}; (f.n || []).forEach(function (n, i) { if (f.f[i] !== null) { latest.foreign[n] = f.f[i]; } }); }
     } else {
       latest.cpu = {};
       (f.i || []).forEach(function (c, i) { latest.cpu[c] = f.b[i]; });
-      this.paintCpuMap(latest.cpu);
+      latest.foreign = {};
+      if (f.f) { (f.i || []).forEach(function (c, i) { if (f.f[i] !== null) { latest.foreign[c] = f.f[i]; } }); }
+      this.paintCpuMap(latest.cpu, latest.foreign);
     }
     this.latestTarget.dataset.latest = JSON.stringify(latest);
   };
 
   // Paint each host CPU's load on the CPU map. The cells are looked up once; a cell is written only when its
   // rounded load changed, so a quiet host costs the page no style or layout work.
-  LivePage.prototype.paintCpuMap = function (busy) {
+  LivePage.prototype.paintCpuMap = function (busy, foreign) {
     if (!this.cpuCells) {
       var cells = this.cpuCells = {};
       document.querySelectorAll(".cpumap .cpu[data-cpu-id]").forEach(function (cell) {
@@ -486,6 +659,22 @@
       // A transform only: the compositor moves the fill, nothing is laid out or repainted.
       entry.fill.style.transform = "scaleY(" + pct / 100 + ")";
       entry.label.textContent = pct + " %";
+    });
+    // A CPU a guest holds alone also says how much of its load is someone else's.
+    Object.keys(cells).forEach(function (id) {
+      var entry = cells[id];
+      var value = foreign ? foreign[id] : undefined;
+      var text = value === undefined || value === null ? "" : "foreign " + Math.round(value) + " %";
+      if (entry.foreignText === text) { return; }
+      entry.foreignText = text;
+      if (!entry.foreign) {
+        if (!text) { return; }
+        entry.foreign = el("span", { "class": "cpu-foreign", title: "Load on this dedicated CPU that is not its owner's" });
+        entry.cell.appendChild(entry.foreign);
+      }
+      entry.foreign.textContent = text;
+      entry.foreign.hidden = !text;
+      entry.cell.classList.toggle("has-foreign", !!text && value >= 5);
     });
   };
 
@@ -511,12 +700,14 @@
       maxHole = 30;
     }
     this.root.dataset.rendered = String(frames.length);
+    var last = this.full.length ? this.full[this.full.length - 1] : null;
     frames = this.thinner.thin(frames, this.room);
-    this.charts.forEach(function (c) { c.render(frames, [start, newest], maxHole); });
+    this.charts.forEach(function (c) { c.render(frames, [start, newest], maxHole, last); });
   };
 
   document.addEventListener("DOMContentLoaded", function () {
     if (typeof uPlot === "undefined") { return; }
+    document.querySelectorAll("[data-live-root]").forEach(function (root) { root.dataset.timeZone = zone(); });
     document.querySelectorAll("[data-live-root]").forEach(function (root) { new LivePage(root); });
   });
 })();
