@@ -54,7 +54,7 @@ class UserCreateForm(PasswordForm):
     username = forms.CharField(
         label="User name", max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"})
     )
-    email = forms.EmailField(label="E-mail", required=False)
+    email = forms.EmailField(label="E-mail", required=False, widget=forms.EmailInput(attrs={"class": "form-control"}))
     roles = RolesForm.base_fields["roles"]
 
     field_order = ["username", "email", "roles", "password", "password_again"]
