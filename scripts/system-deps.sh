@@ -10,7 +10,7 @@ PACKAGES=(
   chromium                                                                   # browser tests
   postgresql                                                                 # the tests' second database
   openssh-server openssh-client netcat-openbsd openssl                       # tests of qemu+ssh (nc -U) and qemu+tls
-  slapd ldap-utils libldap2-dev libsasl2-dev                               # LDAP login tests (slapd); python-ldap builds against the -dev two
+  slapd ldap-utils libldap2-dev libsasl2-dev                                 # LDAP login tests (slapd); python-ldap builds against the -dev two
 )
 
 missing=()
