@@ -7,6 +7,7 @@ still log in, and a directory user deactivated in isoweb stays out.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from tests.auth_server import HttpClient, auth_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PORTS = range(17190, 17200)  # this suite's slapd ports
+# slapd (and the hung-directory listener) take the first free port of these ten.
+LDAP_PORT = int(os.environ.get("ISOWEB_TEST_LDAP_PORT", "16850"))
+PORTS = range(LDAP_PORT, LDAP_PORT + 10)
 SERVICE = Person("isoweb", "service-secret-1", "isoweb", "service")
 PEOPLE = [
     Person("lena", "lena-ldap-pw-1", "Lena", "Lind", groups=("ops", "approvers")),
