@@ -3,8 +3,8 @@
 Service functions in Zulip's manner: atomic, the acting user keyword-only, the audit row written in the same
 transaction. Pages and the API validate their input and call one of these. Two rules keep the product from
 locking its admins out: nobody deactivates their own account, and the last active admin can neither lose the
-role nor be deactivated (the admins' rows are locked while that is checked, so two admins demoting each other
-at once cannot both succeed). A refusal is a ``ValidationError`` naming the field it concerns; nothing changes.
+role nor be deactivated (the admin group's row is locked while that is checked, so two admins demoting each
+other at once cannot both succeed). A refusal is a ``ValidationError`` naming the field it concerns; nothing changes.
 
 API tokens are django-rest-knox tokens: the secret is shown once, only its SHA-512 digest is stored, and each
 expires (``REST_KNOX["TOKEN_TTL"]``). A token is named by its ``token_key``, the first 15 characters of the
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -64,9 +64,15 @@ def _check_password(password: str, user: User) -> None:
 
 
 def _active_admin_ids() -> set[int]:
-    """Return the active admins' ids, their rows locked until the transaction ends (PostgreSQL)."""
+    """Return the active admins' ids, with the admin group's row locked until the transaction ends.
+
+    Every change that can take the role away goes through here first, so two admins demoting each other wait
+    for one another; the ids are read by a statement that starts after the lock is held, so (on PostgreSQL's
+    read committed) they include what the other transaction committed. SQLite serialises writers anyway.
+    """
+    Group.objects.select_for_update().get_or_create(name=ADMIN)
     admins = User.objects.filter(Q(is_superuser=True) | Q(groups__name=ADMIN), is_active=True)
-    return set(admins.select_for_update(of=("self",)).values_list("pk", flat=True))
+    return set(admins.values_list("pk", flat=True))
 
 
 def _refuse_last_admin(user: User, why: str) -> None:

@@ -6,14 +6,17 @@ go through the real login form (django-axes needs the request, as in production)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.test import Client
 from knox.models import AuthToken
 
-from hosts.accounts import issue_token
+from hosts.accounts import issue_token, set_roles
 from hosts.models import AuditEvent
 from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER
 
@@ -230,3 +233,39 @@ def test_an_admin_lists_and_revokes_a_users_tokens(
 @pytest.mark.parametrize("path", ["/users/99999999999999999999/", "/api/users/99999999999999999999/", "/api/users/x/"])
 def test_an_unknown_user_id_answers_404(login: Callable[[User], Client], admin_user: User, path: str) -> None:
     assert login(admin_user).get(path).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(admin_user: User) -> None:
+    """The first demotion holds its transaction open; the second waits for it, then sees it and is refused."""
+    second = User.objects.create_user("ada", password=STRONG)
+    second.groups.add(*User.objects.get(pk=admin_user.pk).groups.all())
+    first_done, release = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def demote(name: str, target: User, actor: User, hold: bool) -> None:
+        try:
+            with transaction.atomic():
+                set_roles(User.objects.get(pk=target.pk), [VIEWER], actor=actor)
+                if hold:
+                    first_done.set()
+                    assert release.wait(30)
+            outcomes[name] = "done"
+        except ValidationError as exc:
+            outcomes[name] = " ".join(exc.messages)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=demote, args=("first", second, admin_user, True))
+    holder.start()
+    assert first_done.wait(30)
+    other = threading.Thread(target=demote, args=("second", admin_user, second, False))
+    other.start()
+    other.join(1.5)
+    assert other.is_alive(), "the second demotion did not wait for the first"
+    release.set()
+    holder.join(30)
+    other.join(30)
+    assert outcomes["first"] == "done" and "adam is the last active admin" in outcomes["second"]
+    admins = User.objects.filter(groups__name=ADMIN, is_active=True).values_list("username", flat=True)
+    assert list(admins) == ["adam"]
