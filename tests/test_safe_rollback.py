@@ -15,6 +15,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from hosts.audit_diff import diff_rows
 from hosts.changes.rollback import CONFLICT, RESTORE, plan_rollback
 from hosts.harness.fleet import Fleet
 from hosts.libvirt.xml import restore_cputune
@@ -210,3 +211,16 @@ def test_config_fields_are_put_back_element_by_element() -> None:
     edited = restore_cputune(now, before, ["cpu_shares", "emulatorpin"])
     assert "<shares>" not in edited and "<period>50000</period>" in edited
     assert '<emulatorpin cpuset="0" />' in edited and "<x:cputune xmlns:x='urn:x'/>" in edited
+
+
+def test_audit_before_and_after_read_as_one_line_per_changed_field() -> None:
+    before = {"state": "running", "live": {"emulatorpin": "0-1", "sched": {"vcpu_quota": -1, "cpu_shares": 1024}}}
+    after = {"state": "running", "live": {"emulatorpin": "0", "sched": {"vcpu_quota": 50000, "cpu_shares": 1024}}}
+    rows, more = diff_rows(before, after)
+    assert [(r.field, r.old, r.new) for r in rows] == [
+        ("live emulatorpin", "0-1", "0"),
+        ("live sched vcpu_quota", "-1", "50000"),
+    ]
+    assert more == 0
+    created, _more = diff_rows(None, {"status": "scheduled", "hosts": [1, 2]})
+    assert [(r.field, r.old, r.new) for r in created] == [("status", "", "scheduled"), ("hosts", "", "[1, 2]")]
