@@ -250,7 +250,9 @@ class ChangeRequestViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSe
     @extend_schema(request=None, responses={202: ChangeRequestSerializer})
     @action(detail=True, methods=["post"], permission_classes=[CanApprove])
     def rollback(self, request: Request, pk: str | None = None) -> Response:
-        """Put every guest the request changed back as it was before."""
+        """Roll back every guest the request changed, field by field: a field that still holds what the request
+        wrote is put back and verified; one changed since is a conflict, left alone and listed in the result
+        (see rollback-preview)."""
         response = self._act(request, request_rollback)
         if response.status_code == status.HTTP_200_OK:
             response.status_code = status.HTTP_202_ACCEPTED

@@ -140,7 +140,8 @@ def reject_change_request(cr_id: int, *, comment: str = "", actor: Actor) -> Cha
 
 @transaction.atomic
 def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
-    """Queue putting every changed guest of a request back as its snapshot found it; return the job ids."""
+    """Queue rolling back every changed guest of a request (field by field, conflicts left alone: see
+    hosts/changes/rollback.py); return the job ids."""
     cr = ChangeRequest.objects.select_for_update().get(pk=cr_id)
     if cr.status not in ChangeRequest.ROLLBACKABLE:
         raise ValidationError(f"A change request that is {cr.get_status_display().lower()} cannot be rolled back.")
