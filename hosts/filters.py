@@ -9,9 +9,11 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.contrib.auth.models import User
 from django.db import models
+from django_filters.conf import settings as filter_settings
 
-from hosts.models import AuditEvent, ChangeRequest, Domain, Host
+from hosts.models import AuditEvent, ChangeRequest, Domain, Host, PinProfile
 
 MIN_ID = 1
 MAX_ID = 2**63 - 1
@@ -54,8 +56,50 @@ class IdFilter(django_filters.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
+ANY = "any"
+DASHES = filter_settings.EMPTY_CHOICE_LABEL  # django-filter's "---------"
+
+
+class StrictBooleanField(forms.Field):
+    """Yes or no, or nothing for "any": anything else is an error naming the value, not silently "any".
+
+    Accepts ``true``/``false`` (the API's and the select's words) and ``1``/``0``, ``yes``/``no`` in any case.
+    """
+
+    TRUE = frozenset({"true", "1", "yes"})
+    FALSE = frozenset({"false", "0", "no"})
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in self.empty_values:
+            return None
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError(
+            "%(value)s is neither true nor false (leave it empty for any).",
+            code="invalid",
+            params={"value": repr(value)},
+        )
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    """A yes/no filter drawn as a select with plain words; see ``StrictBooleanField``."""
+
+    field_class = StrictBooleanField
+
+    def __init__(self, *args: Any, yes: str = "yes", no: str = "no", any_label: str = ANY, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.Select(choices=[("", any_label), ("true", yes), ("false", no)]))
+        super().__init__(*args, **kwargs)
+
+
 class BoundedFilterSet(django_filters.FilterSet):
-    """A filterset whose generated foreign-key filters bound their ids like ``IdChoiceFilter``."""
+    """A filterset whose generated foreign-key filters bound their ids like ``IdChoiceFilter``, and whose choice
+    filters offer "any ..." instead of a row of dashes for "no filter".
+    """
 
     FILTER_DEFAULTS = {
         **django_filters.filterset.FILTER_FOR_DBFIELD_DEFAULTS,
@@ -69,11 +113,21 @@ class BoundedFilterSet(django_filters.FilterSet):
         },
     }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, filter_ in self.filters.items():
+            # ModelChoiceFilter is a ChoiceFilter too; django-filter puts its dashes into ``extra`` itself.
+            if isinstance(filter_, django_filters.ChoiceFilter) and filter_.extra.get("empty_label", DASHES) == DASHES:
+                label = str(filter_.label or name.replace("_", " ")).lower()
+                filter_.extra["empty_label"] = f"{ANY} {label}"
+
 
 class HostFilterSet(BoundedFilterSet):
     """Filter hosts by name (substring), status and transport."""
 
-    name = django_filters.CharFilter(lookup_expr="icontains")
+    name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
+    status = django_filters.ChoiceFilter(choices=Host.Status.choices, empty_label="any status")
+    transport = django_filters.ChoiceFilter(choices=Host.Transport.choices, empty_label="any transport")
 
     class Meta:
         model = Host
@@ -83,9 +137,10 @@ class HostFilterSet(BoundedFilterSet):
 class DomainFilterSet(BoundedFilterSet):
     """Filter guests by host, name (substring) and state."""
 
-    name = django_filters.CharFilter(lookup_expr="icontains")
-    host = IdChoiceFilter(queryset=Host.objects.all())
-    state = django_filters.ChoiceFilter(choices=Domain.State.choices)
+    name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
+    host = IdChoiceFilter(queryset=Host.objects.order_by("name"), empty_label="any host")
+    state = django_filters.ChoiceFilter(choices=Domain.State.choices, empty_label="any state")
+    is_stale = StrictBooleanFilter(label="Freshness", yes="stale", no="current")
 
     class Meta:
         model = Domain
@@ -96,6 +151,9 @@ class ChangeRequestFilterSet(BoundedFilterSet):
     """Filter change requests by status, scope, requester and decider."""
 
     status = django_filters.ChoiceFilter(choices=ChangeRequest.Status.choices, empty_label="any status")
+    scope = django_filters.ChoiceFilter(choices=ChangeRequest.Scope.choices, empty_label="any scope")
+    requested_by = IdChoiceFilter(queryset=User.objects.order_by("username"), empty_label="anyone")
+    decided_by = IdChoiceFilter(queryset=User.objects.order_by("username"), empty_label="anyone")
 
     class Meta:
         model = ChangeRequest
@@ -111,6 +169,9 @@ class AuditEventFilterSet(BoundedFilterSet):
     action = django_filters.ChoiceFilter(choices=AuditEvent.Action.choices, empty_label="any action")
     actor = django_filters.CharFilter(field_name="actor__username", label="Actor (user name)")
     host = IdChoiceFilter(queryset=Host.objects.order_by("name"), empty_label="any host")
+    domain = IdChoiceFilter(
+        queryset=Domain.objects.select_related("host").order_by("name"), label="Guest", empty_label="any guest"
+    )
     change_request = IdFilter(label="Change request #")
     since = django_filters.IsoDateTimeFilter(
         field_name="created_at", lookup_expr="gte", label="Since", widget=forms.DateInput(attrs={"type": "date"})
@@ -122,3 +183,13 @@ class AuditEventFilterSet(BoundedFilterSet):
     class Meta:
         model = AuditEvent
         fields = ["action", "actor", "host", "domain", "change_request", "profile", "since", "before"]
+
+
+class ProfileFilterSet(BoundedFilterSet):
+    """Filter pin profiles by name (substring)."""
+
+    name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
+
+    class Meta:
+        model = PinProfile
+        fields = ["name"]

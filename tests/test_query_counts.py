@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from hosts.models import (
     ApplyJob,
+    AuditEvent,
     ChangeRequest,
     ChangeTarget,
     Domain,
@@ -116,3 +117,81 @@ def test_change_request_lists_cost_the_same_for_2_and_20_requests(
     assert few == many, f"{url}: {few} queries for 2 requests, {many} for 20"
     if url.startswith("/api/"):
         assert all(row["rolling_back"] for row in client.get(url).json()["results"])
+
+
+def _wide_requests(count: int, guests_each: int, requester: User) -> None:
+    """Change requests each aimed at ``guests_each`` guests on both hosts (the list names hosts and guests)."""
+    hosts = list(Host.objects.order_by("name")[:2])
+    domains = [d for host in hosts for d in Domain.objects.filter(host=host).order_by("name")[: guests_each // 2 + 1]]
+    profile = PinProfile.objects.create(name=f"wide{count}-{guests_each}")
+    revision = PinProfileRevision.objects.create(profile=profile, number=1, content={"sched": {"cpu_shares": 512}})
+    for _ in range(count):
+        cr = ChangeRequest.objects.create(profile_revision=revision, reason="spread", requested_by=requester)
+        ChangeTarget.objects.bulk_create(
+            ChangeTarget(change_request=cr, host=d.host, domain=d, domain_uuid=d.uuid, domain_name=d.name, desired={})
+            for d in domains[:guests_each]
+        )
+
+
+@pytest.mark.parametrize("url", ["/changes/", "/changes/?sort=hosts", "/changes/?sort=-guests&status=pending"])
+def test_the_change_list_names_hosts_and_guests_at_a_constant_cost(
+    url: str, viewer: User, operator: User, login: Callable[[User], Client]
+) -> None:
+    client = login(viewer)
+    _fleet_of(10)
+    _wide_requests(2, 2, operator)
+    few = _count(client, url)
+    _wide_requests(18, 8, operator)
+    assert ChangeRequest.objects.count() == 20 and ChangeTarget.objects.count() == 2 * 2 + 18 * 8
+    many = _count(client, url)
+    assert few == many, f"{url}: {few} queries for 2 small requests, {many} for 20 wider ones"
+    page = client.get(url).content.decode()
+    assert "kvm0, kvm1" in page and "and 5 more" in page
+
+
+def _audit_events(count: int, actor: User) -> None:
+    """Audit rows naming a host, guest, request and profile each (the page links all four)."""
+    host, domain, cr = Host.objects.first(), Domain.objects.first(), ChangeRequest.objects.first()
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            actor=actor,
+            action=AuditEvent.Action.CHANGE_CREATE,
+            host=host,
+            domain=domain,
+            change_request=cr,
+            profile=cr.profile_revision.profile,
+            object_repr=f"event {n}",
+            before={"n": n},
+            after={"n": n + 1},
+        )
+        for n in range(count)
+    )
+
+
+@pytest.mark.parametrize("url", ["/profiles/", "/profiles/?sort=-latest_at", "/audit/", "/audit/?sort=actor"])
+def test_profile_and_audit_lists_cost_the_same_for_few_and_many_rows(
+    url: str, viewer: User, operator: User, login: Callable[[User], Client]
+) -> None:
+    client = login(viewer)
+    _change_requests(2, operator)
+    _audit_events(2, operator)
+    few = _count(client, url)
+    for n in range(18):
+        PinProfile.objects.create(name=f"more{n}")
+    _change_requests(18, operator)
+    _audit_events(30, operator)
+    many = _count(client, url)
+    assert few == many, f"{url}: {few} queries before, {many} with more profiles and requests"
+
+
+@pytest.mark.parametrize("url", ["/?sort=-domain_count", "/?sort=status", "/guests/?is_stale=false&sort=-vcpus"])
+def test_sorted_and_filtered_lists_do_not_grow_with_guests(
+    url: str, viewer: User, login: Callable[[User], Client]
+) -> None:
+    client = login(viewer)
+    _fleet_of(5)
+    few = _count(client, url)
+    Domain.objects.all().delete()
+    Host.objects.all().delete()
+    _fleet_of(50)
+    assert few == _count(client, url)

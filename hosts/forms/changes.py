@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.db import models
 from django.utils import timezone
 
-from hosts.models import ChangeRequest, Domain, PinProfileRevision
+from hosts.models import ChangeRequest, Domain, Host, PinProfileRevision
 
 
 def _revision_label(revision: PinProfileRevision) -> str:
@@ -76,6 +77,35 @@ class ChangeRequestForm(forms.Form):
         data = self.cleaned_data
         ids = ",".join(str(pk) for pk in sorted(d.pk for d in data["domains"]))
         return f"{data['profile_revision'].pk}:{ids}:{data['scope']}"
+
+
+# The guest picker's bulk buttons (action=...): every guest of the host chosen in its Host filter, or every
+# running guest its filters (host, and the Find text in a guest's or host's name) match.
+PICK_HOST, PICK_RUNNING = "pick-host", "pick-running"
+
+
+def bulk_pick(action: str, *, host_name: str, find: str) -> tuple[list[int], str]:
+    """Return the ids a bulk pick adds to the chosen guests and a sentence saying what they are.
+
+    Raises ``forms.ValidationError`` naming the picker's Host field when the action needs a host and none (or an
+    unknown one) is chosen.
+    """
+    guests = Domain.objects.all()
+    if host_name:
+        if not Host.objects.filter(name=host_name).exists():
+            raise forms.ValidationError(f"Host: there is no host named {host_name!r}.", code="invalid")
+        guests = guests.filter(host__name=host_name)
+    elif action == PICK_HOST:
+        raise forms.ValidationError("Host: choose a host in the picker first, then add all of its guests.")
+    what = f"of {host_name}" if host_name else "on every host"
+    if action == PICK_RUNNING:
+        guests = guests.filter(state=Domain.State.RUNNING)
+        what = f"running {what}"
+        if find:
+            guests = guests.filter(models.Q(name__icontains=find) | models.Q(host__name__icontains=find))
+            what += f" matching {find!r}"
+    ids = list(guests.order_by("host__name", "name").values_list("pk", flat=True))
+    return ids, f"{len(ids)} guest{'s' if len(ids) != 1 else ''} {what}"
 
 
 class DecisionForm(forms.Form):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from hosts.audit_diff import diff_rows
 from hosts.filters import AuditEventFilterSet
 from hosts.models import AuditEvent
-from hosts.views.common import PER_PAGE, filtered, pretty, viewer_required
+from hosts.tables import AuditTable
+from hosts.views.common import filtered, pretty, tabled, viewer_required
 
 
 @viewer_required
@@ -20,9 +20,11 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     )
     filterset = AuditEventFilterSet(request.GET or None, queryset=queryset)
     rows, status = filtered(request, filterset)
-    page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
+    table = AuditTable(rows)
+    status = tabled(request, table, status)
+    page = table.page
     events = []
-    for e in page:
+    for e in (row.record for row in page):
         diff, more = diff_rows(e.before, e.after)  # field: old -> new, the raw JSON kept folded beside it
         events.append(
             {
@@ -39,8 +41,9 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         {
             "filter": filterset,
             "page": page,
+            "table": table,
             "events": events,
-            "filtered": any(v for k, v in request.GET.items() if k != "page"),
+            "filtered": any(v for k, v in request.GET.items() if k not in ("sort", "page")),
         },
         status=status,
     )

@@ -13,8 +13,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -34,14 +33,15 @@ from hosts.changes.requests import (
 from hosts.changes.rollback import ALREADY, CONFLICT, RESTORE, apply_after, rollback_result
 from hosts.changes.rollback_preview import preview_rollback
 from hosts.filters import ChangeRequestFilterSet, valid_id
-from hosts.forms.changes import ChangeRequestForm, DecisionForm
+from hosts.forms.changes import PICK_HOST, PICK_RUNNING, ChangeRequestForm, DecisionForm, bulk_pick
 from hosts.forms.common import add_service_errors
 from hosts.models import ChangeRequest, ChangeTarget, Domain, Host, PinProfileRevision
 from hosts.planning.preview import preview_plan
 from hosts.planning.schema import ProfileError
+from hosts.tables import ChangeRequestTable
 from hosts.units import describe_diff_part, is_sched, sched_value
 from hosts.validation import messages_by_field
-from hosts.views.common import PER_PAGE, approve_required, draft_required, filtered, pretty, viewer_required
+from hosts.views.common import approve_required, draft_required, filtered, pretty, tabled, viewer_required
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,24 @@ ACTIVE_STATUSES = (ChangeRequest.Status.SCHEDULED, ChangeRequest.Status.APPLYING
 
 @viewer_required
 def change_list(request: HttpRequest) -> HttpResponse:
-    """List change requests, newest first, filtered by status."""
+    """List change requests, newest first, with their hosts, guests and reason; filtered, sorted and paged."""
+    targets = ChangeTarget.objects.select_related("host").only("change_request_id", "domain_name", "host__name")
     queryset = (
         ChangeRequest.objects.select_related("profile_revision__profile", "requested_by", "decided_by")
+        .prefetch_related(Prefetch("targets", queryset=targets))
         .annotate(guest_count=Count("targets"), host_count=Count("targets__host", distinct=True))
         .order_by("-created_at", "-id")
     )
     filterset = ChangeRequestFilterSet(request.GET or None, queryset=queryset)
     rows, status = filtered(request, filterset)
-    page = Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
+    is_filtered = any(v for k, v in request.GET.items() if k not in ("sort", "page"))
+    table = ChangeRequestTable(rows)
+    table.empty_text = "No change request matches this filter." if is_filtered else "No change request yet."
+    status = tabled(request, table, status)
     return render(
         request,
         "hosts/change_list.html",
-        {"filter": filterset, "page": page, "filtered": bool(request.GET.get("status"))},
+        {"filter": filterset, "table": table, "page": table.page, "filtered": is_filtered},
         status=status,
     )
 
@@ -93,6 +98,8 @@ def change_create(request: HttpRequest) -> HttpResponse:
     "Submit" only records the request for the exact revision, guests and scope that were previewed;
     if any of them changed since, the page shows the new plan instead and asks again.
     """
+    if request.method == "POST" and request.POST.get("action") in (PICK_HOST, PICK_RUNNING):
+        return _change_form_page(request, _bulk_picked(request), None, "", "")
     form = ChangeRequestForm(request.POST or None, initial=_change_form_initial(request))
     plans: list[dict[str, Any]] | None = None
     fingerprint = notice = ""
@@ -115,6 +122,27 @@ def change_create(request: HttpRequest) -> HttpResponse:
                 notice = "The revision, guests or scope changed since the last preview: check this plan, then submit."
             plans = _preview_change(form)
     return _change_form_page(request, form, plans, fingerprint, notice)
+
+
+def _bulk_picked(request: HttpRequest) -> ChangeRequestForm:
+    """Add the guests of a bulk pick to those already chosen and show the form again as it was, unvalidated
+    (picking guests is not yet asking for a preview, so no "required" errors on fields not filled in yet)."""
+    data = request.POST
+    chosen = [i for i in map(valid_id, data.getlist("domains")) if i is not None]
+    try:
+        added, what = bulk_pick(data["action"], host_name=data.get("pick_host", ""), find=data.get("pick_find", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        added = []
+    else:
+        new = [i for i in added if i not in chosen]
+        messages.info(request, f"Picked {what}: {len(new)} added, {len(chosen) + len(new)} chosen in all.")
+    initial = {
+        name: data.get(name, "")
+        for name in ("profile_revision", "scope", "apply_at", "reason", "pick_host", "pick_find")
+    }
+    initial["domains"] = list(dict.fromkeys([*chosen, *added]))
+    return ChangeRequestForm(initial=initial)
 
 
 def _submit_change(request: HttpRequest, form: ChangeRequestForm) -> ChangeRequest:

@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from hosts import roles
+from hosts.tables import configure
 
 View = Callable[..., HttpResponse]
 
@@ -51,6 +52,15 @@ partition_required = role_required(roles.can_manage_hosts, "Only admins may chan
 def pretty(value: Any) -> str:
     """Return JSON indented for reading on a page, keys in their stored order."""
     return json.dumps(value, indent=2, sort_keys=False)
+
+
+def tabled(request: HttpRequest, table: Any, status: int, *, per_page: int = PER_PAGE) -> int:
+    """Sort and paginate a list page's table from the query string; a refused ``sort`` or ``page`` is shown as an
+    error like a filter's and the page answers 400 (the table then keeps its default order and first page)."""
+    for error in configure(table, request, per_page=per_page):
+        messages.error(request, error.message)
+        status = 400
+    return status
 
 
 def filtered(request: HttpRequest, filterset: Any) -> tuple[QuerySet[Any], int]:

@@ -4,68 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from hosts.filters import DomainFilterSet
 from hosts.host_map import cap_rows, vcpu_rows
 from hosts.models import Domain, Host
+from hosts.tables import DomainTable
 from hosts.units import cap, is_sched, sched_value, shares
-from hosts.views.common import filtered, viewer_required
+from hosts.views.common import filtered, tabled, viewer_required
 
-# ?sort= values the guest list accepts, each with its columns; a leading "-" reverses the first column.
-DOMAIN_SORTS: dict[str, tuple[str, ...]] = {
-    "name": ("name", "host__name"),
-    "host": ("host__name", "name"),
-    "state": ("state", "host__name", "name"),
-    "vcpus": ("vcpus_current", "vcpus_max", "host__name", "name"),
-}
 DOMAINS_PER_PAGE = 100
-COLUMNS = [("host", "Host"), ("name", "Name"), ("state", "State"), ("vcpus", "vCPUs")]
-
-
-def _sort_columns(value: str) -> tuple[str, tuple[str, ...]]:
-    """Return the sort asked for (the default when unknown) and the columns to order by."""
-    key = value.removeprefix("-")
-    if key not in DOMAIN_SORTS:
-        return "host", DOMAIN_SORTS["host"]
-    first, *rest = DOMAIN_SORTS[key]
-    return value, (f"-{first}" if value.startswith("-") else first, *rest)
-
-
-def _headers(sort: str) -> list[dict[str, Any]]:
-    """Return the list's column headers, each saying whether it sorts and what clicking it sorts by."""
-    return [
-        {
-            "label": label,
-            "key": key,
-            "active": sort.removeprefix("-") == key,
-            "descending": sort == f"-{key}",
-            "next": f"-{key}" if sort == key else key,
-        }
-        for key, label in COLUMNS
-    ]
 
 
 @viewer_required
 def domain_list(request: HttpRequest) -> HttpResponse:
-    """List guests across hosts, filtered by the API's filterset and sorted by a whitelisted column."""
-    sort, ordering = _sort_columns(request.GET.get("sort", "host"))
-    queryset = Domain.objects.select_related("host").order_by(*ordering)
-    filterset = DomainFilterSet(request.GET or None, queryset=queryset)
+    """List guests across hosts, filtered by the API's filterset, sorted by a column and paginated."""
+    filterset = DomainFilterSet(request.GET or None, queryset=Domain.objects.select_related("host"))
     rows, status = filtered(request, filterset)
-    page = Paginator(rows, DOMAINS_PER_PAGE).get_page(request.GET.get("page"))
+    is_filtered = any(v for k, v in request.GET.items() if k not in ("sort", "page"))
+    table = DomainTable(rows)
+    table.empty_text = "No guest matches this filter." if is_filtered else "No guest known yet."
+    status = tabled(request, table, status, per_page=DOMAINS_PER_PAGE)
     return render(
         request,
         "hosts/domain_list.html",
-        {
-            "filter": filterset,
-            "page": page,
-            "headers": _headers(sort),
-            "sort": sort,
-            "filtered": any(k != "sort" and v for k, v in request.GET.items()),
-        },
+        {"filter": filterset, "table": table, "page": table.page, "filtered": is_filtered},
         status=status,
     )
 

@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 from kombu.exceptions import KombuError
 
-from hosts import tasks
+from hosts import roles, tasks
 from hosts.filters import HostFilterSet
 from hosts.forms.common import add_service_errors
 from hosts.forms.hosts import HostAddForm, PartitionForm
@@ -22,8 +22,16 @@ from hosts.host_map import load_host_cpu_map, partition_summary
 from hosts.inventory import create_host, set_host_partition
 from hosts.models import AuditEvent, Host
 from hosts.queries import hosts_with_counts
+from hosts.tables import HostTable
 from hosts.validation import messages_by_field
-from hosts.views.common import add_host_required, filtered, partition_required, sync_required, viewer_required
+from hosts.views.common import (
+    add_host_required,
+    filtered,
+    partition_required,
+    sync_required,
+    tabled,
+    viewer_required,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +57,14 @@ def host_list(request: HttpRequest) -> HttpResponse:
     """List the hosts with their status and size, filtered with the same filterset as the API."""
     filterset = HostFilterSet(request.GET or None, queryset=hosts_with_counts())
     rows, status = filtered(request, filterset)
+    is_filtered = any(v for k, v in request.GET.items() if k not in ("sort", "page"))
+    table = HostTable(rows, exclude=() if roles.can_sync(request.user) else ("actions",))
+    table.empty_text = "No host matches this filter." if is_filtered else "No host is registered yet."
+    status = tabled(request, table, status)
     return render(
         request,
         "hosts/host_list.html",
-        {
-            "filter": filterset,
-            "hosts": rows,
-            "filtered": bool(request.GET),
-        },
+        {"filter": filterset, "table": table, "page": table.page, "filtered": is_filtered},
         status=status,
     )
 

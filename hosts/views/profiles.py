@@ -16,14 +16,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from hosts.filters import ProfileFilterSet
 from hosts.forms.common import add_service_errors
 from hosts.forms.profiles import ProfileForm
 from hosts.models import ChangeRequest, Domain, Host, PinProfile, PinProfileRevision
 from hosts.planning.profiles import create_profile, revise_profile
 from hosts.planning.schema import ProfileError, validate_profile
+from hosts.tables import ProfileTable
 from hosts.units import describe_sched
 from hosts.validation import messages_by_field
-from hosts.views.common import draft_required, pretty, viewer_required
+from hosts.views.common import draft_required, filtered, pretty, tabled, viewer_required
 
 
 @viewer_required
@@ -36,7 +38,18 @@ def profile_list(request: HttpRequest) -> HttpResponse:
         latest_by=Subquery(latest.values("created_by__username")[:1]),
         latest_comment=Subquery(latest.values("comment")[:1]),
     ).order_by("name")
-    return render(request, "hosts/profile_list.html", {"profiles": profiles_qs})
+    filterset = ProfileFilterSet(request.GET or None, queryset=profiles_qs)
+    rows, status = filtered(request, filterset)
+    is_filtered = any(v for k, v in request.GET.items() if k not in ("sort", "page"))
+    table = ProfileTable(rows)
+    table.empty_text = "No profile matches this filter." if is_filtered else "No profile yet."
+    status = tabled(request, table, status)
+    return render(
+        request,
+        "hosts/profile_list.html",
+        {"filter": filterset, "table": table, "page": table.page, "filtered": is_filtered},
+        status=status,
+    )
 
 
 @viewer_required
