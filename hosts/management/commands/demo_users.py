@@ -30,7 +30,8 @@ class Command(BaseCommand):
             if created or password is None or not user.check_password(password):
                 password = secrets.token_urlsafe(12)
                 user.set_password(password)
-            user.is_staff = role == "admin"
+            # The admin role manages users on isoweb's own Users page; /django-admin/ is for superusers only.
+            user.is_staff = False
             user.save()
             user.groups.set([groups[role]])
             lines.append(f"{role} {password}")
