@@ -69,9 +69,8 @@ def refresh_desired_state(domain_ids: Iterable[int | None]) -> None:
     per_domain: dict[int, list[InForce]] = {pk: [] for pk in ids}
     for _pk, domain_id, _cr_id, scope, desired in _in_force(ids):
         per_domain[domain_id].append((scope, desired or {}))
-    existing = set(Domain.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    rows = [Domain(pk=pk, desired_state=merge_desired(per_domain[pk])) for pk in ids if pk in existing]
-    update_rows(rows, ["desired_state"])
+    # One UPDATE per guest (a guest deleted meanwhile matches no row).
+    update_rows([Domain(pk=pk, desired_state=merge_desired(per_domain[pk])) for pk in ids], ["desired_state"])
 
 
 def later_writes(targets: Iterable[ChangeTarget]) -> dict[int, LaterWrites]:
