@@ -176,7 +176,7 @@ def _change_form_page(
     request: HttpRequest, form: ChangeRequestForm, plans: list[dict[str, Any]] | None, fingerprint: str, notice: str
 ) -> HttpResponse:
     """Render the change form with the plans shown per scope; submitting is offered only for a plan without errors."""
-    tunings = {
+    tunings: dict[int, Any] = {
         row["pk"]: row
         for row in Domain.objects.filter(pk__in=[p["domain"] for p in plans or []]).values(
             "pk", "tuning_live", "tuning_config"

@@ -46,7 +46,7 @@ def user_settings(request: HttpRequest) -> HttpResponse:
                 source_now = (
                     UserSettings.Source.BROWSER if request.POST.get("use_browser") else UserSettings.Source.CHOSEN
                 )
-                set_time_zone(request.user.pk, chosen, source=source_now)
+                set_time_zone(int(request.user.pk or 0), chosen, source=source_now)
             except ValidationError as exc:
                 for field, errors in messages_by_field(exc).items():
                     for error in errors:
