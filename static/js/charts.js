@@ -289,7 +289,8 @@
   Chart.prototype.buildTable = function () {
     var id = "latest-" + (this.container.dataset.chart || "chart") + "-" + Math.floor(Math.random() * 1e9);
     this.container.setAttribute("role", "figure");
-    this.container.setAttribute("aria-label", this.opts.title + " over time; the latest values are in the table “Latest values” below it");
+    this.container.dataset.timeAxis = "Time (" + zone() + ")";
+    this.container.setAttribute("aria-label", this.opts.title + " over time (" + zone() + "); the latest values are in the table “Latest values” below it");
     var box = el("details", { "class": "chart-table", "data-chart-table": this.container.dataset.chart || "" });
     box.appendChild(el("summary", {}, "Latest values: " + this.opts.title));
     var table = el("table", { "class": "table", id: id });
@@ -332,13 +333,30 @@
     if (this.when.textContent !== when) { this.when.textContent = when; }
   };
 
+  // The x axis's tick labels in the chart's zone, 24-hour ("14:05", or "14:05:30" below a minute between ticks);
+  // uPlot places the ticks on round times of that zone (tzDate). Mirrored as data-x-ticks for tests and tools.
+  Chart.prototype.timeTicks = function (splits) {
+    var step = splits.length > 1 ? splits[1] - splits[0] : 60;
+    var out = splits.map(function (t) {
+      if (t === null || t === undefined) { return ""; }
+      var text = clock(t);
+      return step < 60 ? text : text.slice(0, 5);
+    });
+    var json = JSON.stringify(out);
+    if (this.container.dataset.xTicks !== json) { this.container.dataset.xTicks = json; }
+    return out;
+  };
+
   // uPlot's legend entries toggle on click only; each becomes a real button (reachable with Tab, pressed with
   // Enter or Space, its state in aria-pressed). The click still reaches uPlot's own handler on the cell.
   Chart.prototype.legendButtons = function () {
     var plot = this.plot;
     this.buttons = {};
     var buttons = this.buttons;
-    plot.root.querySelectorAll(".u-legend .u-series").forEach(function (row, i) {
+    var rows = plot.root.querySelectorAll(".u-legend .u-series");
+    var offset = plot.series.length - rows.length;  // a legend that is not live has no row for the x series
+    rows.forEach(function (row, k) {
+      var i = k + offset;
       if (i === 0) { return; }  // the x series has no toggle
       var cell = row.querySelector("th");
       if (!cell) { return; }
@@ -379,7 +397,8 @@
         x: { time: true, range: function () { return self.xRange; } },
         y: { range: function (u, min, max) { return [0, Math.max(100, Math.ceil((max || 0) / 10) * 10)]; } },
       },
-      axes: [{ label: "Time (" + zone() + ")", labelSize: 20 }, { label: this.opts.yLabel, size: 60 }],
+      axes: [{ label: "Time (" + zone() + ")", labelSize: 20, values: function (u, splits) { return self.timeTicks(splits); } },
+        { label: this.opts.yLabel, size: 60 }],
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
       series: [{}].concat(defs.map(function (d) {
@@ -613,7 +632,7 @@
   LivePage.prototype.publishLatest = function () {
     var f = this.full[this.full.length - 1];
     if (!this.latestTarget) { return; }
-    this.latestTarget.dataset.markers = JSON.stringify(this.markers.map(function (m) { return { kind: m.kind, t: m.t }; }));
+    this.latestTarget.dataset.markers = JSON.stringify(this.markers.map(function (m) { return { kind: m.kind, t: m.t, label: m.label }; }));
     this.latestTarget.dataset.caps = JSON.stringify(this.caps);
     this.latestTarget.dataset.capSegments = JSON.stringify(this.capHistory);
     if (!f) { return; }
