@@ -4,9 +4,10 @@ On SQLite (``transaction_mode=IMMEDIATE``) a writing transaction takes the whole
 start, so such races are serialised whatever the code does. On PostgreSQL only the rows a transaction locks
 are serialised: the services' ``select_for_update`` of the change request (four eyes) and of the jobs' host
 rows (claims) is what keeps the second comer from deciding or claiming on a stale read. Each test holds that
-lock in a third connection, starts both contenders, makes sure (on PostgreSQL, from ``pg_locks``) that both
-are waiting for it, then lets them go. The whole suite runs on both databases (``make test``); these tests
-check the outcome on both and, on PostgreSQL, that the contenders really queued on the row lock.
+lock (or the row they would write next) in a third connection, starts both contenders, makes sure (on
+PostgreSQL, from ``pg_stat_activity``) that both are waiting for a lock, then lets them go. The whole suite
+runs on both databases (``make test``); these tests check the outcome on both, and on PostgreSQL they fail
+if either service stops locking.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def test_two_workers_claiming_one_job_at_once_claim_it_once(
     host = Host.objects.create(name="race-host", uri="qemu+tcp://127.0.0.1:1/system", transport=Host.Transport.TCP)
     cr = _pending_request(operator)
     job = ApplyJob.objects.create(change_request=cr, host=host, kind=ApplyJob.Kind.APPLY)
-    release = hold_lock(lambda: list(Host.objects.select_for_update().filter(pk=host.pk)))
+    # Held on the job itself: both contenders get as far as writing their claim. Only the host row lock that
+    # claim_jobs takes first makes the second one read the job again after the first has claimed it.
+    release = hold_lock(lambda: list(ApplyJob.objects.select_for_update().filter(pk=job.pk)))
     contenders = Contenders()
     for _ in range(2):
         contenders.start(lambda: claim_jobs([job.pk], JOB_LEASE_SECONDS))
