@@ -63,6 +63,7 @@ bench: setup
 	$(PY) bench/stats.py
 	$(PY) bench/browser.py
 	$(PY) bench/faults.py
+	$(PY) bench/scale.py
 
 fleet-up: setup
 	$(PY) manage.py fleet up --register
