@@ -16,6 +16,7 @@ from django.test import Client
 from hosts.inventory import create_host
 from hosts.libvirt import deadlines
 from hosts.models import ChangeRequest, ChangeTarget, Domain, Host, PinProfile, PinProfileRevision
+from tests.conftest import ARTIFACTS, logged_in_page
 from tests.test_faults import BlackHole
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -102,3 +103,53 @@ def test_only_approvers_see_the_preview_and_unknown_requests_are_not_found(
     body = ap.get(f"/api/change-requests/{cr.pk}/rollback-preview/").json()
     assert body["can_roll_back"] is False
     assert "cannot be rolled back" in ap.get(f"/changes/{cr.pk}/rollback/").content.decode()
+
+
+OVERFLOW = "() => document.scrollingElement.scrollWidth - window.innerWidth"
+
+
+@pytest.mark.parametrize("width", [390, 1440])
+def test_the_confirmation_and_result_pages_fit_a_phone_and_a_desktop_in_chromium(
+    width: int, fleet_hosts: list[Host], web_server: str, operator: User, approver: User
+) -> None:
+    real = Domain.objects.get(name__endswith="3-web")
+    cr = _applied_request(operator, [(real.host, real.name, real.uuid)])
+    done = _applied_request(operator, [(real.host, real.name, real.uuid)])
+    target = done.targets.get()
+    fields = [
+        {
+            "scope": "live",
+            "field": "cpu_shares",
+            "wrote": 512,
+            "now": 512,
+            "restore_to": 1024,
+            "action": "restore",
+            "why": "",
+        },
+        {
+            "scope": "live",
+            "field": "vcpu_quota",
+            "wrote": 50000,
+            "now": 30000,
+            "restore_to": -1,
+            "action": "conflict",
+            "why": "changed since outside this request (by hand or another tool)",
+        },
+    ]
+    target.after = {**(target.after or {}), "rollback": {"finished_at": "2026-01-01T10:00:00+00:00", "fields": fields}}
+    target.status = ChangeTarget.Status.ROLLED_BACK
+    target.save()
+    ChangeRequest.objects.filter(pk=done.pk).update(status=ChangeRequest.Status.ROLLED_BACK, rolled_back_by=approver)
+    shots = ARTIFACTS / "screens"
+    shots.mkdir(parents=True, exist_ok=True)
+    with logged_in_page(web_server, approver) as page:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{web_server}/changes/{cr.pk}/rollback/")
+        assert page.locator("[data-rollback-summary]").is_visible()
+        assert page.evaluate(OVERFLOW) <= 0, "the rollback confirmation scrolls sideways"
+        page.screenshot(path=str(shots / f"rollback-confirm-{width}.png"), full_page=True)
+        page.goto(f"{web_server}/changes/{done.pk}/")
+        result = page.locator("[data-rollback-result]")
+        assert result.is_visible() and "left as it was" in result.inner_text()
+        assert page.evaluate(OVERFLOW) <= 0, "the rolled-back request's page scrolls sideways"
+        page.screenshot(path=str(shots / f"rollback-result-{width}.png"), full_page=True)
