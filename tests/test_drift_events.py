@@ -20,7 +20,7 @@ from django.test import Client
 
 from hosts.harness.fleet import Fleet
 from hosts.models import AuditEvent, Drift, Host
-from tests.conftest import virsh, wait_for
+from tests.conftest import ARTIFACTS, logged_in_page, virsh, wait_for
 from tests.drift_fixtures import apply_profile, domain, watcher  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -118,3 +118,36 @@ def test_a_guest_started_with_config_values_other_than_desired_is_drift_detected
     finally:
         virsh(uri, "schedinfo", name, "--config", "vcpu_quota=50000")
         virsh(uri, "schedinfo", name, "--live", "vcpu_quota=50000")
+
+
+@pytest.mark.usefixtures("watcher")
+def test_an_open_guest_page_shows_new_drift_without_a_reload(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    web_server: str,
+    celery_worker: subprocess.Popen[bytes],
+    operator: User,
+    approver: User,
+    viewer: User,
+    login: Callable[[User], Client],
+) -> None:
+    """The watcher's notice reaches the page through the channel layer and the guest's live socket (Daphne,
+    Redis, Chromium), and the page swaps its drift section in place."""
+    name = f"{fleet.prefix}3-web"
+    dom = domain(name)
+    uri, url = dom.host.uri, f"{web_server}{dom.get_absolute_url()}"
+    apply_profile(login(operator), login(approver), PROFILE, [dom.pk], "both")
+    time.sleep(3)
+    try:
+        with logged_in_page(web_server, viewer) as page:
+            page.goto(url)
+            wait_for(lambda: page.get_attribute("body", "data-live-tables") == "connected", 15, 0.2, "the live socket")
+            page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+            assert "No open drift." in page.inner_text("#drift")
+            virsh(uri, "vcpupin", name, "1", "0", "--live")
+            wait_for(lambda: "vcpupin 1" in page.inner_text("#drift"), GENEROUS, 0.1, what="drift on the open page")
+            assert page.evaluate("window.__sameDocument") is True
+            assert "1 open" in page.inner_text("#drift h2")
+            page.screenshot(path=str(ARTIFACTS / "drift-guest-page.png"), full_page=True)
+    finally:
+        virsh(uri, "vcpupin", name, "1", "0-1", "--live")
