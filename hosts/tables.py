@@ -23,6 +23,9 @@ from hosts.models import AuditEvent, ChangeRequest, Domain, Host, PinProfile
 from hosts.templatetags.clock import ago
 
 TEMPLATE = "hosts/_table.html"
+# Columns a phone can do without (shown from Bootstrap's md breakpoint, 768 px, up): the row's link and its
+# essentials stay on screen, the rest is one sideways scroll away on a desktop-sized table.
+WIDE_ONLY = {"th": {"class": "d-none d-md-table-cell"}, "td": {"class": "d-none d-md-table-cell"}}
 PER_PAGE = 50
 # A change request names at most this many of its guests in the list; the rest are counted.
 GUESTS_NAMED = 3
@@ -88,11 +91,18 @@ class HostTable(IsowebTable):
     """The host list: name, URI, transport, status, size, guests, last sync and error, and a sync button."""
 
     name = tables.Column(verbose_name="Name", linkify=True, attrs={"td": {"class": "text-nowrap"}})
-    uri = tables.Column(verbose_name="URI", orderable=False, attrs={"td": {"class": "cell-list"}})
-    transport = tables.Column(verbose_name="Transport")
+    uri = tables.Column(
+        verbose_name="URI",
+        orderable=False,
+        attrs={"th": WIDE_ONLY["th"], "td": {"class": "cell-list d-none d-md-table-cell"}},
+    )
+    transport = tables.Column(verbose_name="Transport", attrs=WIDE_ONLY)
     status = tables.Column(verbose_name="Status", order_by=("status", "name"))
     cpu_count = tables.Column(verbose_name="CPUs", attrs={"th": {"class": "num"}, "td": {"class": "num"}})
-    cell_count = tables.Column(verbose_name="NUMA cells", attrs={"th": {"class": "num"}, "td": {"class": "num"}})
+    cell_count = tables.Column(
+        verbose_name="NUMA cells",
+        attrs={"th": {"class": "num d-none d-md-table-cell"}, "td": {"class": "num d-none d-md-table-cell"}},
+    )
     domain_count = tables.Column(verbose_name="Guests", attrs={"th": {"class": "num"}, "td": {"class": "num"}})
     last_sync_at = tables.Column(verbose_name="Last sync", empty_values=())
     last_error = tables.Column(
@@ -169,8 +179,8 @@ class DomainTable(IsowebTable):
         order_by=("vcpus_current", "vcpus_max", "host__name", "name"),
         attrs={"th": {"class": "num"}, "td": {"class": "num"}},
     )
-    placement = tables.Column(verbose_name="Placement", orderable=False)
-    emulatorpin = tables.Column(verbose_name="emulatorpin", orderable=False, empty_values=())
+    placement = tables.Column(verbose_name="Placement", orderable=False, attrs=WIDE_ONLY)
+    emulatorpin = tables.Column(verbose_name="emulatorpin", orderable=False, empty_values=(), attrs=WIDE_ONLY)
     freshness = tables.Column(verbose_name="Freshness", orderable=False, empty_values=())
 
     class Meta(IsowebTable.Meta):
@@ -221,7 +231,7 @@ class ChangeRequestTable(IsowebTable):
         order_by=("profile_revision__profile__name", "-created_at"),
     )
     status = tables.Column(verbose_name="Status", order_by=("status", "-created_at"))
-    scope = tables.Column(verbose_name="Scope", order_by=("scope", "-created_at"))
+    scope = tables.Column(verbose_name="Scope", order_by=("scope", "-created_at"), attrs=WIDE_ONLY)
     hosts = tables.Column(
         verbose_name="Hosts",
         accessor="host_count",
@@ -243,6 +253,7 @@ class ChangeRequestTable(IsowebTable):
     age = tables.Column(verbose_name="Age", accessor="created_at", order_by=("-created_at", "-id"))
     decided_by = tables.Column(
         verbose_name="Decided by",
+        attrs=WIDE_ONLY,
         accessor="decided_by__username",
         default="—",
         order_by=("decided_by__username", "-created_at"),

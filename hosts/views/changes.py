@@ -137,7 +137,7 @@ def _bulk_picked(request: HttpRequest) -> ChangeRequestForm:
     else:
         new = [i for i in added if i not in chosen]
         messages.info(request, f"Picked {what}: {len(new)} added, {len(chosen) + len(new)} chosen in all.")
-    initial = {
+    initial: dict[str, Any] = {
         name: data.get(name, "")
         for name in ("profile_revision", "scope", "apply_at", "reason", "pick_host", "pick_find")
     }

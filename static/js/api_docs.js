@@ -19,7 +19,8 @@
     window.SwaggerUIBundle({
       url: root.getAttribute("data-schema-url"),
       domNode: root,
-      deepLinking: true,
+      // Without deep links an operation's path is plain text, not a link nested inside its expand button.
+      deepLinking: false,
       presets: [window.SwaggerUIBundle.presets.apis],
       layout: "BaseLayout",
       requestInterceptor: function (request) {
