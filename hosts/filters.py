@@ -168,7 +168,7 @@ class AuditEventFilterSet(BoundedFilterSet):
 
     action = django_filters.ChoiceFilter(choices=AuditEvent.Action.choices, empty_label="any action")
     actor = django_filters.CharFilter(field_name="actor__username", label="Actor (user name)")
-    host = IdChoiceFilter(queryset=Host.objects.order_by("name"), empty_label="any host")
+    host = IdChoiceFilter(queryset=Host.all_objects.order_by("name"), empty_label="any host")  # removed ones too
     domain = IdChoiceFilter(
         queryset=Domain.objects.select_related("host").order_by("name"), label="Guest", empty_label="any guest"
     )

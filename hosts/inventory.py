@@ -207,8 +207,9 @@ def mark_host_down(host_id: int, error: VirtError) -> None:
 
 
 def hosts_due_for_sync(host_ids: Sequence[int] | None = None) -> list[int]:
-    """The hosts (of ``host_ids``, or all) worth reading now: all but those waiting out their retry delay."""
-    due = _past_retry()
+    """The hosts (of ``host_ids``, or all) worth reading now: all but those waiting out their retry delay or in
+    maintenance (removed hosts are never in ``Host.objects``)."""
+    due = _past_retry().filter(maintenance_since__isnull=True)
     if host_ids is not None:
         due = due.filter(pk__in=host_ids)
     return sorted(due.values_list("pk", flat=True))

@@ -26,8 +26,11 @@ def sync_host(host_id: int) -> dict[str, Any]:
 
     A host that answers again gets its guests that a change left unknown verified and settled.
     """
-    if not Host.objects.filter(pk=host_id).exists():
+    host = Host.objects.filter(pk=host_id).values("maintenance_since").first()
+    if host is None:
         return {"host_id": host_id, "ok": False, "error": "host no longer registered"}
+    if host["maintenance_since"] is not None:  # not contacted at all until it is back in service
+        return {"host_id": host_id, "ok": False, "error": "host in maintenance"}
     result = inventory.sync_host(host_id)
     if result.ok:
         settle = create_settle_jobs(host_id)

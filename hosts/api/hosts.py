@@ -1,4 +1,5 @@
-"""API for hosts: reads for every role, adding a host for admins, a sync and the CPU partition as POST actions."""
+"""API for hosts: reads for every role; adding, editing (PUT/PATCH), removing (DELETE) a host for admins; a sync,
+maintenance and resume, and the CPU partition as POST actions."""
 
 from typing import Any
 
@@ -14,6 +15,7 @@ from hosts import tasks
 from hosts.api.pagination import BoundedLimitOffsetPagination
 from hosts.api.permissions import CanManageHosts, CanManageHostsOrReadOnly, CanSync
 from hosts.filters import HostFilterSet
+from hosts.host_lifecycle import end_maintenance, remove_host, start_maintenance, update_host
 from hosts.inventory import create_host, set_host_partition
 from hosts.models import Host, HostCPU, NumaCell
 from hosts.queries import hosts_with_counts
@@ -65,6 +67,8 @@ class HostSerializer(serializers.ModelSerializer[Host]):
             "cpu_count",
             "cell_count",
             "domain_count",
+            "maintenance_since",
+            "maintenance_reason",
             "allow_unverified",
             "unverified_reason",
         ]
@@ -99,6 +103,26 @@ class HostSerializer(serializers.ModelSerializer[Host]):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(messages_by_field(exc, unnamed="uri")) from exc
 
+    def update(self, instance: Host, validated_data: dict[str, Any]) -> Host:
+        request = self.context["request"]
+        others = sorted(set(validated_data) - {"name", "uri"})
+        if others:  # refused rather than silently dropped
+            raise serializers.ValidationError({name: ["Only name and uri can be changed here."] for name in others})
+        try:
+            host, _changed = update_host(
+                instance.pk,
+                name=validated_data.get("name", instance.name),
+                uri=validated_data.get("uri", instance.uri),
+                actor=request.user,
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(messages_by_field(exc, unnamed="uri")) from exc
+        return host
+
+
+class MaintenanceSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=300)
+
 
 class HostDetailSerializer(HostSerializer):
     """A host with its CPU topology."""
@@ -113,8 +137,11 @@ class PartitionSerializer(serializers.Serializer[Any]):
     housekeeping_cpus = serializers.CharField(allow_blank=True, max_length=200)
 
 
-class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
-    """Libvirt hosts. Any role reads; admins add; operators and up ask for a sync."""
+class HostViewSet(
+    mixins.CreateModelMixin, mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet[Host]
+):
+    """Libvirt hosts. Any role reads; admins add, edit (name and URI), put in maintenance and back, and remove;
+    operators and up ask for a sync."""
 
     permission_classes = [CanManageHostsOrReadOnly]
     filterset_class = HostFilterSet
@@ -139,10 +166,60 @@ class HostViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[Host]):
         out = HostSerializer(hosts_with_counts().get(pk=host.pk), context={"request": request})
         return Response(out.data, status=status.HTTP_201_CREATED)
 
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Change the host's name and URI (PUT: both; PATCH: either); a new URI is synced at once."""
+        host = self.get_object()
+        serializer = self.get_serializer(host, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        uri_was = host.uri
+        host = serializer.save()
+        if host.uri != uri_was and not host.in_maintenance:
+            tasks.sync_host.delay_on_commit(host.pk)
+        return Response(HostSerializer(hosts_with_counts().get(pk=host.pk), context={"request": request}).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Remove the host: its guests leave the inventory, its change requests and audit events stay."""
+        host = self.get_object()
+        try:
+            remove_host(host.pk, actor=request.user)
+        except DjangoValidationError as exc:
+            return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=MaintenanceSerializer, responses={200: HostSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanManageHosts])
+    def maintenance(self, request: Request, pk: str | None = None) -> Response:
+        """Put the host in maintenance (``reason`` required): not synced, charted or changed until resumed."""
+        host = self.get_object()
+        data = MaintenanceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            start_maintenance(host.pk, reason=data.validated_data["reason"], actor=request.user)
+        except DjangoValidationError as exc:
+            return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_409_CONFLICT)
+        return Response(HostSerializer(hosts_with_counts().get(pk=host.pk), context={"request": request}).data)
+
+    @extend_schema(request=None, responses={200: HostSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CanManageHosts])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Put the host back in service; a sync is queued at once."""
+        host = self.get_object()
+        try:
+            end_maintenance(host.pk, actor=request.user)
+        except DjangoValidationError as exc:
+            return Response(messages_by_field(exc, unnamed="detail"), status=status.HTTP_409_CONFLICT)
+        tasks.sync_host.delay_on_commit(host.pk)
+        return Response(HostSerializer(hosts_with_counts().get(pk=host.pk), context={"request": request}).data)
+
     @action(detail=True, methods=["post"], permission_classes=[CanSync])
     def sync(self, request: Request, pk: str | None = None) -> Response:
-        """Queue an inventory sync of this host now."""
+        """Queue an inventory sync of this host now (not of a host in maintenance: 409)."""
         host = self.get_object()
+        if host.in_maintenance:
+            return Response(
+                {"detail": f"{host.name} is in maintenance ({host.maintenance_reason}): it is not synced."},
+                status=status.HTTP_409_CONFLICT,
+            )
         result = tasks.sync_host.delay(host.pk)
         return Response({"host": host.pk, "task_id": result.id, "queued": True}, status=status.HTTP_202_ACCEPTED)
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
 from hosts.changes.records import record_request_event
+from hosts.host_lifecycle import refusal_for_hosts, refuse_guests_out_of_service
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, PinProfileRevision
 from hosts.planning.plans import TargetPlan
 from hosts.planning.preview import preview_plan
@@ -68,13 +69,14 @@ def create_change_request(
 ) -> ChangeRequest:
     """Plan a profile revision for guests and record the request, pending approval.
 
-    Refused (nothing saved) when a guest is unknown or its host is down, the reason is empty, or the plan has
-    errors for any guest; warnings are kept and shown to the approver.
+    Refused (nothing saved) when a guest is unknown or its host is down, in maintenance or removed, the reason is
+    empty, or the plan has errors for any guest; warnings are kept and shown to the approver.
     """
     requester = audit_user(actor)
     if requester is None:
         raise PermissionDenied("Log in to request a change.")
     _check_request(scope, reason, domain_ids)
+    refuse_guests_out_of_service(domain_ids)  # a host in maintenance or removed: refused, naming it and why
     preview = preview_plan(revision.content, domain_ids, scope, refuse_stale=True)
     if not preview.ok:
         bad = [f"{t.domain.name}: {t.plan.errors[0].message}" for t in preview.targets if not t.ok]
@@ -149,6 +151,8 @@ def request_rollback(cr_id: int, *, actor: Actor) -> list[int]:
     host_ids = set(touched.values_list("host_id", flat=True))
     if not host_ids:
         raise ValidationError("No guest of this change request was changed; there is nothing to roll back.")
+    if refusal := refusal_for_hosts(host_ids):
+        raise ValidationError(f"No rollback now: {refusal}")
     if cr.jobs.filter(kind=ApplyJob.Kind.ROLLBACK).exists():
         raise ValidationError("A rollback of this change request has already been requested.")
     cr.rolled_back_by, cr.rolled_back_at = audit_user(actor), timezone.now()

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from hosts.changes.jobs import JOB_LEASE_SECONDS, create_jobs
 from hosts.changes.records import fail_target, finish_change_request, record_request_event
+from hosts.host_lifecycle import refusal_for_hosts
 from hosts.inventory import HostRead, SyncResult, begin_reading_hosts, hosts_answering, store_reads
 from hosts.libvirt.facts import DomainFacts
 from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain
@@ -73,13 +74,15 @@ def start_change_request(cr_id: int) -> Started:
     # A host known not to answer (found hung by a sync, or waiting out its retry delay) is not read: its guests
     # fail at once, unchanged, instead of holding the others back for its deadline.
     readable = hosts_answering(host_ids)
+    # A host in maintenance (or removed) since the approval refuses the whole request, and is not even read.
+    refused = refusal_for_hosts(host_ids)
 
     def begin_reading() -> Callable[[], list[HostRead]]:
         # Re-plan from what the hosts say now: the guests' live state, and their config if the change writes it.
         return begin_reading_hosts(readable, light=True, keep_config="config" in scopes)
 
     # The reads start before the claim below and run while it commits; if it is lost, they are wasted.
-    reading = begin_reading() if cr.status == ChangeRequest.Status.SCHEDULED and readable else None
+    reading = begin_reading() if cr.status == ChangeRequest.Status.SCHEDULED and readable and not refused else None
     with transaction.atomic():
         claimed = ChangeRequest.objects.filter(pk=cr_id, status=ChangeRequest.Status.SCHEDULED).update(
             status=ChangeRequest.Status.APPLYING, started_at=timezone.now()
@@ -92,6 +95,9 @@ def start_change_request(cr_id: int) -> Started:
             return Started()
         unfinished = cr.jobs.filter(kind=ApplyJob.Kind.APPLY).exclude(status=ApplyJob.Status.DONE)
         return Started(waiting=list(unfinished.values_list("pk", flat=True)))
+    if refused:
+        _abort(cr, f"Not applied: {refused} Nothing was changed.")
+        return Started()
     if reading is None and readable:  # approved between the look above and the claim
         reading = begin_reading()
     answered = reading() if reading is not None else []

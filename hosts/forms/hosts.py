@@ -1,4 +1,6 @@
-"""Forms of the host pages: adding a host and setting its CPU partition."""
+"""Forms of the host pages: adding, editing, maintenance and removal of a host, and its CPU partition."""
+
+from typing import Any
 
 from django import forms
 
@@ -53,3 +55,45 @@ class PartitionForm(forms.Form):
         help_text="A cpulist such as 0-1; empty: no housekeeping CPUs, every online CPU is in the guest pool.",
         widget=forms.TextInput(attrs=MONO),
     )
+
+
+class HostEditForm(forms.Form):
+    """Ask an admin for a host's new name and libvirt URI (validated as when it was added)."""
+
+    name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    uri = forms.CharField(
+        label="libvirt URI",
+        max_length=500,
+        help_text=URI_HELP + " A new URI is synced at once; guests the new daemon does not have leave the inventory.",
+        widget=forms.TextInput(attrs=MONO),
+    )
+
+
+class MaintenanceForm(forms.Form):
+    """Ask why a host goes into maintenance (shown on its pages and to anyone whose change it refuses)."""
+
+    reason = forms.CharField(
+        max_length=300,
+        help_text="E.g. BIOS update, kernel upgrade, hardware fault. While in maintenance the host is not synced, "
+        "charted or changed, and change requests on its guests are refused with this reason.",
+    )
+
+
+class HostRemoveForm(forms.Form):
+    """Ask the admin to type the host's name to confirm its removal."""
+
+    confirm = forms.CharField(
+        label="Type the host's name to confirm",
+        max_length=100,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args: Any, host_name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.host_name = host_name
+
+    def clean_confirm(self) -> str:
+        value = str(self.cleaned_data["confirm"]).strip()
+        if value != self.host_name:
+            raise forms.ValidationError(f"Type {self.host_name} exactly to remove this host.")
+        return value

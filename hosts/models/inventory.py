@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 
 
+class HostQuerySet(models.QuerySet["Host"]):
+    """Hosts, narrowed to those isoweb may talk to."""
+
+    def in_service(self) -> HostQuerySet:
+        """Hosts not in maintenance: synced, charted and changed (removed hosts are never in ``Host.objects``)."""
+        return self.filter(maintenance_since__isnull=True)
+
+
+class RegisteredHostManager(models.Manager["Host"]):
+    """The hosts of the inventory: a removed host is kept (its change requests and audit events name it) but
+    is no longer listed, synced, charted or changed. ``Host.all_objects`` has the removed ones too; foreign
+    keys (a change target's host) reach them through Django's plain base manager."""
+
+    def get_queryset(self) -> HostQuerySet:
+        return HostQuerySet(self.model, using=self._db).filter(removed_at__isnull=True)
+
+    def in_service(self) -> HostQuerySet:
+        return self.get_queryset().in_service()
+
+
 class Host(models.Model):
-    """A libvirt host that isoweb reaches through a URI and keeps in sync."""
+    """A libvirt host that isoweb reaches through a URI and keeps in sync.
+
+    Its lifecycle (hosts/host_lifecycle.py): an admin may edit its name and URI, put it in maintenance (no
+    sync, apply or chart touches it; change requests on its guests are refused) and back, and remove it. A
+    removal is soft: the row stays, with ``removed_at``, so the change requests and audit events that name it
+    stay readable, while its guests leave the inventory. Names and URIs are unique among registered hosts only.
+    """
 
     class Status(models.TextChoices):
         UP = "up", "Up"
@@ -24,8 +52,8 @@ class Host(models.Model):
         TLS = "tls", "TLS"
         SSH = "ssh", "SSH"
 
-    name = models.CharField(max_length=100, unique=True)
-    uri = models.CharField("libvirt URI", max_length=500, unique=True)
+    name = models.CharField(max_length=100)
+    uri = models.CharField("libvirt URI", max_length=500)
     transport = models.CharField(max_length=10, choices=Transport.choices)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.UNKNOWN)
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last time the host answered.")
@@ -61,16 +89,56 @@ class Host(models.Model):
         "SSH host key (no_verify=1). Flagged on every host page.",
     )
     unverified_reason = models.CharField("reason for allowing unverified connections", max_length=300, blank=True)
+    maintenance_since = models.DateTimeField(
+        null=True, blank=True, help_text="In maintenance since then: not synced, charted or changed."
+    )
+    maintenance_reason = models.CharField(max_length=300, blank=True, help_text="Why the host is in maintenance.")
+    removed_at = models.DateTimeField(null=True, blank=True, help_text="Removed from the inventory then.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RegisteredHostManager()
+    all_objects = models.Manager()  # noqa: DJ012 - declared second so that ``objects`` stays the default manager
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(removed_at__isnull=True), name="host_name_unique_registered"
+            ),
+            models.UniqueConstraint(
+                fields=["uri"], condition=models.Q(removed_at__isnull=True), name="host_uri_unique_registered"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
 
     def get_absolute_url(self) -> str:
         return reverse("hosts:host-detail", args=[self.pk])
+
+    def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
+        """Report a name or URI that another registered host has against its field (the conditional unique
+        constraints, which hold it in the database, would report it against no field)."""
+        skip = set(exclude or ())
+        if not self.is_removed:
+            others = Host.objects.exclude(pk=self.pk) if self.pk else Host.objects.all()
+            labels = {"name": "name", "uri": "libvirt URI"}
+            errors = {
+                field: [f"Another host already has this {label}."]
+                for field, label in labels.items()
+                if field not in skip and others.filter(**{field: getattr(self, field)}).exists()
+            }
+            if errors:
+                raise ValidationError(errors)
+        super().validate_constraints(exclude={*skip, "name", "uri"})
+
+    @property
+    def in_maintenance(self) -> bool:
+        return self.maintenance_since is not None
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
 
     @property
     def is_encrypted(self) -> bool:
