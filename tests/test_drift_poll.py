@@ -23,7 +23,7 @@ from django.test import Client
 
 from hosts.harness.fleet import Fleet
 from hosts.inventory import sync_host
-from hosts.models import AuditEvent, Drift, Host
+from hosts.models import AuditEvent, ChangeRequest, Drift, Host
 from tests.conftest import virsh
 from tests.drift_fixtures import affinity_of, apply_profile, domain, taskset, vcpu_quota_file, vcpu_threads, write_quota
 
@@ -120,8 +120,8 @@ def test_a_config_change_that_raises_no_event_is_found_and_unmanaged_fields_neve
     assert _open(dom.pk) == {}
 
 
-def test_drift_filters_refuse_bad_ids_and_values(
-    fleet_hosts: list[Host], viewer: User, login: Callable[[User], Client]
+def test_drift_inputs_are_checked_and_each_action_needs_its_role(
+    fleet_hosts: list[Host], viewer: User, operator: User, admin_user: User, login: Callable[[User], Client]
 ) -> None:
     client = login(viewer)
     assert client.get("/api/drift/?host=-1").status_code == 400
@@ -130,3 +130,37 @@ def test_drift_filters_refuse_bad_ids_and_values(
     assert client.get("/api/drift/?limit=99999999999999999999").status_code == 200
     assert client.get("/drift/?host=abc").status_code == 400
     assert client.get("/drift/").status_code == 200
+
+    remediate = "/api/drift/remediate/"
+    assert client.post(remediate, {"host": fleet_hosts[0].pk}, content_type="application/json").status_code == 403
+    op = login(operator)
+    for body in ({}, {"drifts": ["x"]}, {"host": 2**63}, {"domain": 0}):
+        answer = op.post(remediate, body, content_type="application/json")
+        assert answer.status_code == 400, (body, answer.content)
+    nothing = op.post(remediate, {"host": fleet_hosts[0].pk}, content_type="application/json")
+    assert nothing.status_code == 400 and "No open drift" in str(nothing.json())
+    assert op.post("/drift/remediate/", {"domain": "abc"}).status_code == 302
+    assert not ChangeRequest.objects.exists()
+
+    host = fleet_hosts[0]
+    assert op.post(f"/hosts/{host.pk}/auto-reassert/", {"enabled": "true"}).status_code == 403
+    assert (
+        op.post(f"/api/hosts/{host.pk}/auto-reassert/", {"enabled": True}, content_type="application/json").status_code
+        == 403
+    )
+    assert login(admin_user).post(f"/hosts/{host.pk}/auto-reassert/", {"enabled": "true"}).status_code == 302
+    host.refresh_from_db()
+    assert host.auto_reassert is True
+    event = AuditEvent.objects.get(action="host.update", host=host)
+    assert event.actor == admin_user and event.after == {"auto_reassert": True}
+    assert "Switch off" in login(admin_user).get(f"/hosts/{host.pk}/").content.decode()
+    bad = login(admin_user).post(
+        f"/api/hosts/{host.pk}/auto-reassert/", {"enabled": "perhaps"}, content_type="application/json"
+    )
+    assert bad.status_code == 400
+    assert (
+        login(admin_user)
+        .post(f"/api/hosts/{2**63}/auto-reassert/", {"enabled": True}, content_type="application/json")
+        .status_code
+        == 404
+    )
