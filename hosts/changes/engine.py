@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.utils import timezone
 
+from hosts.changes.desired_state import later_writes
 from hosts.changes.guest import Outcome, apply_guest, rollback_guest, settle_guest, snapshot_guest
 from hosts.changes.jobs import JOB_LEASE_SECONDS, claim_jobs
 from hosts.changes.lanes import Lanes
@@ -39,7 +40,6 @@ from hosts.changes.outcomes import (
 )
 from hosts.changes.records import fail_target, finish_change_request, target_event
 from hosts.changes.rollback import LaterWrites
-from hosts.desired import later_writes
 from hosts.libvirt import connection, deadlines, pools
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts
@@ -63,7 +63,7 @@ class _HostRun:
     targets: list[ChangeTarget]
     scopes: tuple[str, ...]
     session: HostSession | None = None
-    # A rollback's targets: who set each of their guest's fields later (hosts.desired.later_writes).
+    # A rollback's targets: who set each of their guest's fields later (hosts.changes.desired_state.later_writes).
     later: dict[int, LaterWrites] = field(default_factory=dict)
 
     @property

@@ -8,10 +8,10 @@ from typing import Any
 
 from django.utils import timezone
 
+from hosts.changes.desired_state import refresh_desired_state
 from hosts.changes.guest import Outcome
 from hosts.changes.records import target_event
 from hosts.changes.rollback import CONFLICT, ROLLBACK_KEY, by_scope
-from hosts.desired import refresh_desired_state
 from hosts.inventory import domain_values
 from hosts.libvirt.facts import DomainFacts
 from hosts.models import AuditEvent, ChangeTarget, Domain

@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from hosts.changes.desired_state import later_writes
 from hosts.changes.rollback import ALREADY, CONFLICT, RESTORE, FieldPlan, plan_rollback
-from hosts.desired import later_writes
 from hosts.libvirt import connection, deadlines, pools
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts
