@@ -81,6 +81,12 @@ def vcpu_quota_file(name: str, vcpu: int = 0) -> Path:
     return v2[0]
 
 
+def vcpu_cpuset_file(name: str, vcpu: int = 0) -> Path | None:
+    """The cgroup v1 cpuset file of a vCPU thread, or None on a host without the v1 cpuset controller."""
+    found = list(Path("/sys/fs/cgroup/cpuset/machine").glob(f"qemu-*-{name}.libvirt-qemu/vcpu{vcpu}/cpuset.cpus"))
+    return found[0] if found else None
+
+
 def write_quota(path: Path, quota: int, period: int = 100000) -> None:
     path.write_text(str(quota) if path.name == "cpu.cfs_quota_us" else f"{quota} {period}")
 
