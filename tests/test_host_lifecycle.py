@@ -265,6 +265,8 @@ def test_editing_a_host_validates_the_uri_and_a_bad_value_changes_nothing(
         assert words in page.content.decode() and 'id="id_uri_errors"' in page.content.decode(), uri
         api = admin.patch(f"/api/hosts/{host.pk}/", {"uri": uri}, content_type="application/json")
         assert api.status_code == 400 and "uri" in api.json(), (uri, api.content)
+    unverified = admin.patch(f"/api/hosts/{host.pk}/", {"allow_unverified": True}, content_type="application/json")
+    assert unverified.status_code == 400 and "allow_unverified" in unverified.json()  # refused, not dropped
     taken = admin.patch(f"/api/hosts/{host.pk}/", {"name": other.name}, content_type="application/json")
     assert taken.status_code == 400 and "name" in taken.json()
     assert login(operator).patch(f"/api/hosts/{host.pk}/", {"name": "x"}, "application/json").status_code == 403
@@ -279,11 +281,9 @@ def test_editing_a_host_validates_the_uri_and_a_bad_value_changes_nothing(
     event = AuditEvent.objects.get(host=host, action=AuditEvent.Action.HOST_UPDATE)
     assert (event.actor, event.before, event.after) == (admin_user, {"name": before["name"]}, {"name": "renamed"})
 
-    moved = admin.put(
-        f"/api/hosts/{host.pk}/",
-        {"name": "renamed", "uri": host.uri.replace("127.0.0.1", "localhost")},
-        "application/json",
-    )
+    shown = admin.get(f"/api/hosts/{host.pk}/").json()  # a PUT of what GET answered, with a new URI
+    elsewhere = host.uri.replace("127.0.0.1", "localhost")
+    moved = admin.put(f"/api/hosts/{host.pk}/", {**shown, "uri": elsewhere}, "application/json")
     assert moved.status_code == 200, moved.content
     host.refresh_from_db()
     assert host.uri.startswith("qemu+tcp://localhost:") and host.status == Host.Status.UNKNOWN

@@ -105,8 +105,10 @@ class HostSerializer(serializers.ModelSerializer[Host]):
 
     def update(self, instance: Host, validated_data: dict[str, Any]) -> Host:
         request = self.context["request"]
-        others = sorted(set(validated_data) - {"name", "uri"})
-        if others:  # refused rather than silently dropped
+        # A PUT of what GET answered carries the other writable fields unchanged; a change to them is refused
+        # rather than silently dropped.
+        others = sorted(k for k, v in validated_data.items() if k not in ("name", "uri") and v != getattr(instance, k))
+        if others:
             raise serializers.ValidationError({name: ["Only name and uri can be changed here."] for name in others})
         try:
             host, _changed = update_host(
