@@ -26,7 +26,7 @@ from hosts.harness.fleet import Fleet
 from hosts.host_lifecycle import start_maintenance
 from hosts.inventory import create_host, hosts_due_for_sync
 from hosts.live.collector import Collector
-from hosts.models import AuditEvent, ChangeRequest, ChangeTarget, Domain, Host
+from hosts.models import ApplyJob, AuditEvent, ChangeRequest, ChangeTarget, Domain, Host
 from hosts.planning.profiles import create_profile
 from tests.conftest import virsh, wait_for
 
@@ -287,3 +287,27 @@ def test_editing_a_host_validates_the_uri_and_a_bad_value_changes_nothing(
     assert moved.status_code == 200, moved.content
     host.refresh_from_db()
     assert host.uri.startswith("qemu+tcp://localhost:") and host.status == Host.Status.UNKNOWN
+
+
+@pytest.mark.django_db
+def test_a_host_with_a_change_in_progress_is_not_removed(
+    operator: User, admin_user: User, login: Callable[[User], Client]
+) -> None:
+    host = create_host(name="busy", uri="qemu+tcp://127.0.0.1:1/system", actor=None)
+    profile = create_profile(name="cap", description="", content=CONTENT, actor=operator)
+    cr = ChangeRequest.objects.create(
+        profile_revision=profile.revisions.get(), scope="live", reason="cap", requested_by=operator
+    )
+    ApplyJob.objects.create(change_request=cr, host=host, kind=ApplyJob.Kind.ROLLBACK, status=ApplyJob.Status.RUNNING)
+    admin = login(admin_user)
+
+    refused = admin.delete(f"/api/hosts/{host.pk}/")
+    assert refused.status_code == 409 and f"#{cr.pk}" in refused.json()["detail"][0]
+    page = admin.post(f"/hosts/{host.pk}/remove/", {"confirm": "busy"})
+    assert page.status_code == 400 and "has a change in progress" in page.content.decode()
+    assert Host.objects.filter(pk=host.pk).exists()
+    assert not AuditEvent.objects.filter(host=host, action=AuditEvent.Action.HOST_REMOVE).exists()
+
+    ApplyJob.objects.filter(change_request=cr).update(status=ApplyJob.Status.DONE)
+    assert admin.delete(f"/api/hosts/{host.pk}/").status_code == 204
+    assert not Host.objects.filter(pk=host.pk).exists()
