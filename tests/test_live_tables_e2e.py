@@ -8,11 +8,18 @@ Redis as the channel layer, and Debian's Chromium.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 
 from hosts.harness.fleet import Fleet
+from hosts.inventory import mark_host_down
+from hosts.libvirt.errors import HostTimeout
+from hosts.live import push
 from hosts.models import Domain, Host
 from tests.conftest import ARTIFACTS, logged_in_page, wait_for
 from tests.test_live_charts_e2e import _api, _token
@@ -95,3 +102,48 @@ def test_after_an_apply_the_guest_pages_tables_change_without_a_reload(
         assert int(page.get_attribute("body", "data-live-refreshes") or 0) >= 1
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "live-tables-after-apply.png"), full_page=True)
+
+
+def _in_thread(work: Callable[[], object]) -> None:
+    """Run database work off the test's thread, where Playwright's sync API runs an event loop (Django refuses
+    ORM calls from a thread with a running loop)."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if errors:
+        raise errors[0]
+
+
+def test_the_guest_page_shows_its_host_stop_answering_without_a_reload(
+    fleet: Fleet, fleet_hosts: list[Host], web_server: str, redis_server: str, viewer: User
+) -> None:
+    host = fleet_hosts[1]
+    guest = Domain.objects.get(host=host, name=f"{fleet.prefix}2-web")
+    with logged_in_page(web_server, viewer) as page:
+        page.goto(f"{web_server}{guest.get_absolute_url()}")
+        wait_for(lambda: page.get_attribute("body", "data-live-tables") == "connected", 15, 0.2, "the live socket")
+        page.evaluate("window.__sameDocument = true")
+        assert "Up" in page.inner_text("#guest-facts")
+
+        # What the collector does when a host stops answering: the inventory marks it, the collector tells the
+        # open pages through the channel layer (hosts.live.push.status_text, the collector's own message).
+        reason = f"{host.name} did not answer within 2 s"
+        _in_thread(lambda: mark_host_down(host.pk, HostTimeout(reason)))
+        publisher = push.Publisher()
+        try:
+            text = push.status_text(push.GUEST, guest.pk, up=False, reason=reason, since=time.time())
+            publisher.send([(push.guest_group(guest.pk), text)])
+        finally:
+            publisher.close()
+        wait_for(lambda: "Not answering" in page.inner_text("#guest-facts"), 15, 0.25, "the host shown not answering")
+        assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
