@@ -256,3 +256,17 @@ def test_approve_asks_for_confirmation(approver: User, operator: User, login: Ca
     page = login(approver).get(f"/changes/{cr.pk}/").content.decode()
     button = re.search(r"<button[^>]*change-approve[^>]*>|<button[^>]*/approve/[^>]*>", page)
     assert button and "data-confirm=" in button.group(0)
+
+
+def test_the_403_page_has_the_menu_and_a_way_out(outsider: User, login: Callable[[User], Client]) -> None:
+    response = login(outsider).get("/guests/")
+    page = response.content.decode()
+    assert response.status_code == 403
+    assert 'id="mainmenu"' in page and "Not allowed" in page and "Log in as someone else" in page
+
+
+def test_an_anonymous_404_offers_the_login(client: Client) -> None:
+    response = client.get("/no/such/page/")
+    page = response.content.decode()
+    assert response.status_code == 404 and "Page not found" in page
+    assert 'href="/accounts/login/"' in page and 'id="mainmenu"' not in page
