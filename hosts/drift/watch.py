@@ -166,13 +166,15 @@ class HostWatcher(threading.Thread):
 
 
 class DriftWatcher:
-    """Keep one HostWatcher per registered host, starting and stopping them as hosts come and go."""
+    """Keep one HostWatcher per host in service, starting and stopping them as hosts come, go or pause."""
 
     def __init__(self) -> None:
         self.watchers: dict[int, HostWatcher] = {}
 
     def refresh(self) -> None:
-        hosts = {pk: (uri, name) for pk, uri, name in Host.objects.values_list("pk", "uri", "name")}
+        # Hosts in maintenance are not watched: they are not synced, charted or changed either.
+        in_service = Host.objects.in_service().values_list("pk", "uri", "name")
+        hosts = {pk: (uri, name) for pk, uri, name in in_service}
         for pk in list(self.watchers):
             watcher = self.watchers[pk]
             if pk not in hosts or hosts[pk][0] != watcher.uri or not watcher.is_alive():
