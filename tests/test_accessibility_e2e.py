@@ -21,6 +21,7 @@ from tests.ui_pages import (  # noqa: F401 - ui_site_fixture provides ui_site
     axe_violations,
     browser_page,
     open_page,
+    screenshot,
     ui_site_fixture,
 )
 
@@ -48,6 +49,8 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(
                 open_page(page, ui_site, target)
                 theme = page.evaluate("document.documentElement.getAttribute('data-bs-theme')")
                 assert theme == scheme, f"{target.name}: data-bs-theme is {theme!r} in a {scheme} browser"
+                if scheme == "dark":
+                    screenshot(page, target, viewport, suffix="-dark")
                 violations = axe_violations(page)
                 if violations:
                     found[target.name] = violations
