@@ -23,9 +23,20 @@ register = template.Library()
 FORMATS = {"second": "Y-m-d H:i:s", "minute": "Y-m-d H:i", "time": "H:i:s"}
 
 
+def _moment(value: Any) -> Any:
+    """A datetime as it is; an ISO 8601 string (as kept in JSON fields) as the datetime it names."""
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 @register.filter
 def when(value: Any, precision: str = "second") -> Any:
-    """Show a datetime in the active zone with the zone's name; anything else as it is."""
+    """Show a datetime (or an ISO string) in the active zone with the zone's name; anything else as it is."""
+    value = _moment(value)
     if not isinstance(value, datetime):
         return value if value not in (None, "") else "—"
     aware = value if timezone.is_aware(value) else timezone.make_aware(value, timezone.get_default_timezone())
