@@ -152,7 +152,8 @@ def test_frames_and_markers_sent_to_the_group_from_sync_code_reach_the_browser(
         publisher.close()
     assert frame == {"type": "frame", "kind": "guest", "id": guest.pk, "frame": json.loads(text)["frame"]}
     assert marker == {"type": "marker", "kind": "change.rolled_back", "label": "rolled back", "t": 1_700_000_000.0}
-    assert caps == {"type": "caps", "caps": {"vcpu": 20.0}}
+    # The caps are in force from the marker on: the chart draws the cap line only from there.
+    assert caps == {"type": "caps", "caps": {"vcpu": 20.0}, "since": 1_700_000_000.0}
 
 
 def test_unknown_oversized_and_malformed_client_messages_are_ignored_and_the_socket_stays_open(
@@ -226,7 +227,7 @@ def test_a_live_marker_from_the_apply_engine_brings_the_caps_it_left_behind(
 
     marker, caps = run(scenario())
     assert marker["type"] == "marker" and marker["kind"] == "change.applied"
-    assert caps == {"type": "caps", "caps": {"vcpu": 50.0}}
+    assert caps == {"type": "caps", "caps": {"vcpu": 50.0}, "since": marker["t"]}
 
 
 def test_one_push_to_more_groups_than_the_redis_pool_holds_loses_nothing(
