@@ -22,6 +22,7 @@ from django.test import Client
 from hosts import tasks
 from hosts.changes.requests import approve_change_request, create_change_request
 from hosts.changes.start import start_change_request
+from hosts.drift.watch import DriftWatcher
 from hosts.harness.fleet import Fleet
 from hosts.host_lifecycle import start_maintenance
 from hosts.inventory import create_host, hosts_due_for_sync
@@ -146,6 +147,21 @@ def test_the_collector_leaves_a_host_in_maintenance_alone(fleet_hosts: list[Host
             stop.set()
         for thread, _stop in collector._threads.values():
             thread.join(timeout=10)
+
+
+@pytest.mark.django_db
+def test_the_drift_watcher_leaves_a_host_in_maintenance_alone(fleet_hosts: list[Host], admin_user: User) -> None:
+    paused = start_maintenance(fleet_hosts[1].pk, reason="firmware", actor=admin_user)
+    watcher = DriftWatcher()
+    try:
+        watcher.refresh()
+        assert set(watcher.watchers) == {h.pk for h in fleet_hosts if h.pk != paused.pk}
+    finally:
+        for host_watcher in watcher.watchers.values():
+            host_watcher.stop()
+        for host_watcher in watcher.watchers.values():  # a round ends within seconds; none may outlive the test
+            host_watcher.join(timeout=60)
+        assert not any(w.is_alive() for w in watcher.watchers.values())
 
 
 @pytest.mark.django_db(transaction=True)
