@@ -9,6 +9,8 @@ issue's target is 2 s, and the measured value is what the report quotes.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from hosts.drift.watch import VCPU_POLL_SECONDS
 from hosts.harness.fleet import Fleet
 from hosts.models import AuditEvent, Drift, Host
 from tests.conftest import ARTIFACTS, logged_in_page, virsh, wait_for
@@ -151,3 +154,39 @@ def test_an_open_guest_page_shows_new_drift_without_a_reload(
             page.screenshot(path=str(ARTIFACTS / "drift-guest-page.png"), full_page=True)
     finally:
         virsh(uri, "vcpupin", name, "1", "0-1", "--live")
+
+
+@pytest.mark.usefixtures("watcher")
+def test_a_hung_host_delays_no_other_hosts_drift_and_is_watched_again_once_it_answers(
+    fleet: Fleet,
+    fleet_hosts: list[Host],
+    celery_worker: subprocess.Popen[bytes],
+    operator: User,
+    approver: User,
+    viewer: User,
+    login: Callable[[User], Client],
+) -> None:
+    hung, healthy = f"{fleet.prefix}1-web", f"{fleet.prefix}2-web"
+    doms = {name: domain(name) for name in (hung, healthy)}
+    apply_profile(login(operator), login(approver), PROFILE, [d.pk for d in doms.values()], "both")
+    time.sleep(3)
+    client = login(viewer)
+    daemon = fleet.host(0).pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGSTOP)  # a daemon that accepts nothing and answers nothing
+    try:
+        time.sleep(2 * VCPU_POLL_SECONDS)  # the watcher's calls to it are now stuck or timing out
+        started = time.monotonic()
+        virsh(doms[healthy].host.uri, "vcpupin", healthy, "0", "0", "--live")
+        latency = _latency(client, doms[healthy].pk, "vcpupin 0", started)
+        print(f"\ndrift on a healthy host while another hangs: {latency * 1000:.0f} ms")
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+        virsh(doms[healthy].host.uri, "vcpupin", healthy, "0", "0-1", "--live")
+    # Back: the watcher reconnects (with backoff) and sees the next hand change there too.
+    uri = doms[hung].host.uri
+    try:
+        virsh(uri, "vcpupin", hung, "0", "0", "--live")
+        wait_for(lambda: _drift_in_api(client, doms[hung].pk, "vcpupin 0"), 60, 0.2, what="drift on the host back")
+    finally:
+        virsh(uri, "vcpupin", hung, "0", "0-1", "--live")
