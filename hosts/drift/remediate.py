@@ -19,6 +19,7 @@ any other. Each automatic repair is audited as ``drift.reassert`` with the drift
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,12 +29,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
-from hosts.changes.requests import approve_change_request, create_change_request
+from hosts.changes.requests import PlanError, approve_change_request, create_change_request
 from hosts.cpulist import CpulistError, parse_cpulist
 from hosts.drift.compare import CONFIG, DEDICATED, LIVE
 from hosts.models import AuditEvent, ChangeRequest, Domain, Drift, Host, PinProfile, PinProfileRevision
 from hosts.planning.profiles import create_profile, revise_profile
 from hosts.roles import can_draft, can_manage_hosts
+
+log = logging.getLogger(__name__)
 
 SYSTEM_USERNAME = "isoweb-system"
 PROFILE_NAME = "Drift remediation"
@@ -237,6 +240,9 @@ def reassert_drifts(drift_ids: Sequence[int]) -> list[ChangeRequest]:
             crs = propose_remediation(
                 drift_ids=[d.pk for d in found], actor=system, reason="Automatic re-assert after drift"
             )
+        except PlanError as exc:  # e.g. another guest now holds the CPU: the drift stays open and shown
+            log.warning("automatic re-assert on %s cannot be planned: %s", host.name, "; ".join(exc.messages))
+            continue
         except ValidationError:
             continue  # already on its way
         for cr in crs:
