@@ -126,6 +126,12 @@ def test_the_burners_chart_shows_100_percent_then_20_after_an_approved_cap_with_
         applied_at = time.monotonic()
         wait_for(lambda: 10 <= (vcpu0() or 100) <= 30, 5, 0.25, "vCPU 0 near 20 % on the chart within 5 s")
         assert time.monotonic() - applied_at <= 5
+        # Live: the cap arrived with the marker and is drawn from the marker's time on, not over the window.
+        live_markers = json.loads(page.get_attribute("[data-latest]", "data-markers") or "[]")
+        live_segments = json.loads(page.get_attribute("[data-latest]", "data-cap-segments") or "[]")
+        assert live_markers[-1]["label"] == f"CR-{change['id']} applied", live_markers
+        assert live_segments[-1]["caps"].get("vcpu") == 20.0 and live_segments[-1]["from"] == live_markers[-1]["t"]
+        assert live_segments[0]["caps"] == {} or live_segments[0]["caps"].get("vcpu") != 20.0
 
         # The marker: pushed live by the apply engine, and in any case part of the chart's history, which a
         # reload must bring back at once together with the 100 % and the 20 % stretches.
@@ -135,8 +141,14 @@ def test_the_burners_chart_shows_100_percent_then_20_after_an_approved_cap_with_
         wait_for(lambda: latest().get("vcpu"), 10, 0.25, "the chart to fill from history after a reload")
         markers = json.loads(page.get_attribute("[data-latest]", "data-markers") or "[]")
         assert any(m["kind"] == "change.applied" for m in markers), markers
+        # The reloaded marker keeps the request's number, as the live one had it.
+        applied = [m for m in markers if m["kind"] == "change.applied"][-1]
+        assert applied["label"] == f"CR-{change['id']} applied", markers
         caps = json.loads(page.get_attribute("[data-latest]", "data-caps") or "{}")
         assert caps.get("vcpu") == 20.0
+        # The cap line starts at the change that set it, not at the window's left edge.
+        segments = json.loads(page.get_attribute("[data-latest]", "data-cap-segments") or "[]")
+        assert segments and segments[-1]["caps"].get("vcpu") == 20.0 and segments[-1]["from"] == applied["t"]
         wait_for(
             lambda: int(page.get_attribute("[data-live-root]", "data-rendered") or 0) >= shown_before_reload,
             10,
