@@ -94,6 +94,10 @@ class LoopbackSSHD:
             f"HostKey {self.host_key}\n"
             f"PidFile {self.directory / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {authorized}\n"
+            # The key files live in the checkout, which may sit under a world-writable directory such as
+            # /tmp: StrictModes would then refuse every key ("bad ownership or modes for directory /tmp").
+            # The files themselves are 0600 and owned by the test user; this sshd serves loopback tests only.
+            "StrictModes no\n"
             f"AllowUsers {self.user}\n"
             "PermitRootLogin prohibit-password\n"
             "PubkeyAuthentication yes\n"
