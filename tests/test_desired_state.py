@@ -103,3 +103,25 @@ def test_requests_count_in_the_order_their_guests_were_written(guest: Domain, op
     guest.refresh_from_db()
     assert guest.desired_state["live"] == {"vcpupin": {"0": "3"}}
     assert later_writes([late])[late.pk] == {}
+
+
+@pytest.mark.django_db
+def test_the_migration_fills_the_desired_state_of_guests_changed_before_it_existed(
+    guest: Domain, operator: User
+) -> None:
+    """Migration 0010's backfill: a database from before desired state had guests with applied requests."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    backfill = import_module("hosts.migrations.0010_backfill_desired_state_drop_plain_tokens").backfill_desired_state
+    _applied(guest, operator, "both", {"sched": {"vcpu_quota": 50000}}, minutes=1)
+    _applied(guest, operator, "live", {"vcpupin": {"0": "2"}}, minutes=2)
+    _applied(guest, operator, "live", {"emulatorpin": "0"}, minutes=3, status=ChangeTarget.Status.ROLLED_BACK)
+    Domain.objects.filter(pk=guest.pk).update(desired_state={})
+    backfill(apps, None)
+    guest.refresh_from_db()
+    assert guest.desired_state == {
+        "live": {"sched": {"vcpu_quota": 50000}, "vcpupin": {"0": "2"}},
+        "config": {"sched": {"vcpu_quota": 50000}},
+    }
