@@ -202,8 +202,3 @@ def score(domain_id: int, *, now: float | None = None, client: Any = None) -> Is
         clean += float(ok or 0)
     share = round(min(clean / sampled, 1.0), 4) if sampled > 0 else None
     return IsolationScore(score=share, sampled_seconds=round(sampled, 1), clean_seconds=round(clean, 1))
-
-
-def scores(domain_ids: Iterable[int], *, now: float | None = None) -> dict[int, IsolationScore]:
-    """Read several guests' scores (one round trip each; used by /metrics)."""
-    return {domain_id: score(domain_id, now=now) for domain_id in domain_ids}
