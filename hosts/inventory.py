@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from hosts.audit import Actor, audit_user
 from hosts.cpulist import CpulistError, format_cpulist, parse_cpulist
-from hosts.drift.verify import check_after_sync
 from hosts.libvirt import connection, deadlines, pools
 from hosts.libvirt.errors import HostTimeout, VirtError
 from hosts.libvirt.facts import DomainFacts, Inventory
@@ -97,10 +96,7 @@ def sync_hosts(host_ids: Sequence[int], *, light: bool = False) -> list[SyncResu
     """
     reads = begin_reading_hosts(host_ids, light=light)()
     with transaction.atomic():
-        results = store_reads(reads)
-    # The periodic verification: each guest read against its desired state (drift), with the facts just read.
-    check_after_sync([(r.host_id, r.inventory) for r in results if r.inventory is not None])
-    return results
+        return store_reads(reads)
 
 
 HostRead = tuple[Host, Inventory | VirtError]

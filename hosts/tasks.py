@@ -14,6 +14,7 @@ from hosts.changes import start
 from hosts.changes.engine import give_up_waiting, run_jobs
 from hosts.changes.jobs import JOB_LEASE_SECONDS, create_settle_jobs, stalled_jobs
 from hosts.changes.start import due_change_requests
+from hosts.drift.verify import check_after_sync
 from hosts.models import ApplyJob, Host
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ def sync_host(host_id: int) -> dict[str, Any]:
     if host["maintenance_since"] is not None:  # not contacted at all until it is back in service
         return {"host_id": host_id, "ok": False, "error": "host in maintenance"}
     result = inventory.sync_host(host_id)
+    if result.inventory is not None:
+        # The periodic verification: each guest read against its desired state (drift), with the facts just read.
+        check_after_sync([(result.host_id, result.inventory)])
     if result.ok:
         settle = create_settle_jobs(host_id)
         if settle:

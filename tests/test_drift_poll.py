@@ -24,8 +24,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts.harness.fleet import Fleet
-from hosts.inventory import sync_host
 from hosts.models import AuditEvent, ChangeRequest, Drift, Host
+from hosts.tasks import sync_host  # the sync task: read, store, then check for drift
 from tests.conftest import virsh
 from tests.drift_fixtures import (
     affinity_of,

@@ -17,8 +17,8 @@ from hosts.drift.remediate import SYSTEM_USERNAME
 from hosts.drift.watch import VCPU_POLL_SECONDS
 from hosts.harness.fleet import Fleet, GuestSpec
 from hosts.harness.guests import define_and_start, destroy_and_undefine
-from hosts.inventory import sync_host
 from hosts.models import AuditEvent, ChangeRequest, Drift, Host
+from hosts.tasks import sync_host  # the sync task: read, store, then check for drift
 from tests.conftest import virsh, wait_for
 from tests.drift_fixtures import (  # noqa: F401 - watcher is a fixture
     affinity_of,
