@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from hosts.models import AuditEvent, ChangeRequest, Domain, Host, PinProfile
-from hosts.templatetags.clock import ago
+from hosts.moments import ago
 
 TEMPLATE = "hosts/_table.html"
 # Columns a phone can do without (shown from Bootstrap's md breakpoint, 768 px, up): the row's link and its
