@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/browser.py
 	$(PY) bench/faults.py
 	$(PY) bench/scale.py
+	$(PY) bench/drift.py
 
 fleet-up: setup
 	$(PY) manage.py fleet up --register
