@@ -39,6 +39,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The packages' own services (postgresql, ssh, slapd, redis) are not wanted: isoweb and its tests start
+  # private instances on their own ports. A policy-rc.d that refuses every start keeps the installs from
+  # leaving system daemons running (unless the machine already has its own policy).
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  trap '[ $own_policy -eq 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # libvirtd resolves its compiled-in default QEMU user and group before reading qemu.conf, so they
