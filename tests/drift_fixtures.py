@@ -14,8 +14,19 @@ import pytest
 from django.test import Client
 
 from hosts.harness.fleet import Fleet
-from hosts.models import Domain, Host
+from hosts.models import Domain, Drift, Host
 from tests.conftest import ARTIFACTS, _stop, spawn, wait_for
+
+# What the drift tests apply first: every managed field a hand change can then move.
+PROFILE = {
+    "vcpupin": {"strategy": "explicit", "cpus": {"0": "0-1", "1": "0-1"}},
+    "sched": {"vcpu_period": 100000, "vcpu_quota": 50000},
+}
+
+
+def open_drifts(dom_id: int) -> dict[tuple[str, str], Drift]:
+    """A guest's open drifts by (scope, field)."""
+    return {(d.scope, d.field): d for d in Drift.objects.filter(domain_id=dom_id, resolved_at__isnull=True)}
 
 
 def apply_profile(op: Client, ap: Client, content: dict[str, Any], domain_ids: list[int], scope: str) -> int:

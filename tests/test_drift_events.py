@@ -24,14 +24,10 @@ from hosts.drift.watch import VCPU_POLL_SECONDS
 from hosts.harness.fleet import Fleet
 from hosts.models import AuditEvent, Drift, Host
 from tests.conftest import ARTIFACTS, logged_in_page, virsh, wait_for
-from tests.drift_fixtures import apply_profile, domain, watcher  # noqa: F401 - a fixture
+from tests.drift_fixtures import PROFILE, apply_profile, domain, watcher  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
-PROFILE = {
-    "vcpupin": {"strategy": "explicit", "cpus": {"0": "0-1", "1": "0-1"}},
-    "sched": {"vcpu_period": 100000, "vcpu_quota": 50000},
-}
 GENEROUS = 10.0
 
 

@@ -28,9 +28,11 @@ from hosts.models import AuditEvent, ChangeRequest, Drift, Host
 from hosts.tasks import sync_host  # the sync task: read, store, then check for drift
 from tests.conftest import virsh
 from tests.drift_fixtures import (
+    PROFILE,
     affinity_of,
     apply_profile,
     domain,
+    open_drifts,
     taskset,
     vcpu_cpuset_file,
     vcpu_quota_file,
@@ -39,15 +41,6 @@ from tests.drift_fixtures import (
 )
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-PROFILE = {
-    "vcpupin": {"strategy": "explicit", "cpus": {"0": "0-1", "1": "0-1"}},
-    "sched": {"vcpu_period": 100000, "vcpu_quota": 50000},
-}
-
-
-def _open(dom_id: int) -> dict[tuple[str, str], Drift]:
-    return {(d.scope, d.field): d for d in Drift.objects.filter(domain_id=dom_id, resolved_at__isnull=True)}
 
 
 def test_taskset_and_a_cgroup_quota_write_are_found_by_the_next_verification_and_resolve_when_undone(
@@ -65,7 +58,7 @@ def test_taskset_and_a_cgroup_quota_write_are_found_by_the_next_verification_and
     dom.refresh_from_db()
     assert dom.desired_state["live"]["sched"]["vcpu_quota"] == 50000, dom.desired_state
     sync_host(dom.host_id)
-    assert _open(dom.pk) == {}, "nothing drifted yet"
+    assert open_drifts(dom.pk) == {}, "nothing drifted yet"
 
     tid = vcpu_threads(fleet, name)[0]
     quota = vcpu_quota_file(name)
@@ -75,7 +68,7 @@ def test_taskset_and_a_cgroup_quota_write_are_found_by_the_next_verification_and
     try:
         assert affinity_of(tid) == "0"
         sync_host(dom.host_id)
-        found = _open(dom.pk)
+        found = open_drifts(dom.pk)
         assert set(found) == {("live", "vcpupin 0"), ("live", "vcpu_quota")}, found
         moved = found[("live", "vcpupin 0")]
         assert (moved.expected, moved.observed, moved.detected_by) == ("0-1", "0", "poll")
@@ -97,7 +90,7 @@ def test_taskset_and_a_cgroup_quota_write_are_found_by_the_next_verification_and
         write_quota(quota, 50000)
 
     sync_host(dom.host_id)
-    assert _open(dom.pk) == {}
+    assert open_drifts(dom.pk) == {}
     resolved = Drift.objects.get(pk=moved.pk)
     assert resolved.resolved_at is not None and resolved.resolution == "Holds the desired value again."
     assert AuditEvent.objects.filter(action="drift.resolved", domain=dom).count() == 2
@@ -123,14 +116,14 @@ def test_a_vcpu_cpuset_narrowed_as_a_cpu_going_offline_and_back_leaves_it_is_fou
     try:
         assert affinity_of(tid) == "0"
         sync_host(dom.host_id)
-        found = _open(dom.pk)
+        found = open_drifts(dom.pk)
         assert set(found) == {("live", "vcpupin 1")}, found
         assert (found[("live", "vcpupin 1")].expected, found[("live", "vcpupin 1")].observed) == ("0-1", "0")
     finally:
         cpuset.write_text("0-1")
     assert affinity_of(tid) == "0-1"
     sync_host(dom.host_id)
-    assert _open(dom.pk) == {}
+    assert open_drifts(dom.pk) == {}
 
 
 def test_a_config_change_that_raises_no_event_is_found_and_unmanaged_fields_never_drift(
@@ -149,7 +142,7 @@ def test_a_config_change_that_raises_no_event_is_found_and_unmanaged_fields_neve
         virsh(dom.host.uri, "schedinfo", name, "--config", "vcpu_quota=40000")  # never managed: not drift
         virsh(dom.host.uri, "emulatorpin", name, "0", "--live")  # never managed either
         sync_host(dom.host_id)
-        found = _open(dom.pk)
+        found = open_drifts(dom.pk)
         assert set(found) == {("config", "cpu_shares")}, found
         assert (found[("config", "cpu_shares")].expected, found[("config", "cpu_shares")].observed) == (512, 700)
     finally:
@@ -157,7 +150,7 @@ def test_a_config_change_that_raises_no_event_is_found_and_unmanaged_fields_neve
         virsh(dom.host.uri, "schedinfo", name, "--config", "vcpu_quota=0")
         virsh(dom.host.uri, "emulatorpin", name, "0-1", "--live")
     sync_host(dom.host_id)
-    assert _open(dom.pk) == {}
+    assert open_drifts(dom.pk) == {}
 
 
 def test_drift_inputs_are_checked_and_each_action_needs_its_role(

@@ -20,26 +20,19 @@ from hosts.harness.guests import define_and_start, destroy_and_undefine
 from hosts.models import AuditEvent, ChangeRequest, Drift, Host
 from hosts.tasks import sync_host  # the sync task: read, store, then check for drift
 from tests.conftest import virsh, wait_for
-from tests.drift_fixtures import (  # noqa: F401 - watcher is a fixture
+from tests.drift_fixtures import (
+    PROFILE,
     affinity_of,
     apply_profile,
     approve_and_wait,
     domain,
+    open_drifts,
     vcpu_threads,
     wait_applied,
-    watcher,
+    watcher,  # noqa: F401 - a fixture
 )
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-PROFILE = {
-    "vcpupin": {"strategy": "explicit", "cpus": {"0": "0-1", "1": "0-1"}},
-    "sched": {"vcpu_period": 100000, "vcpu_quota": 50000},
-}
-
-
-def _open(dom_id: int) -> dict[tuple[str, str], Drift]:
-    return {(d.scope, d.field): d for d in Drift.objects.filter(domain_id=dom_id, resolved_at__isnull=True)}
 
 
 def test_proposed_remediation_approved_by_someone_else_puts_the_values_back_and_clears_the_drift(
@@ -59,7 +52,7 @@ def test_proposed_remediation_approved_by_someone_else_puts_the_values_back_and_
         virsh(uri, "vcpupin", name, "1", "0", "--live")
         virsh(uri, "schedinfo", name, "--config", "vcpu_quota=20000")
         sync_host(dom.host_id)
-        found = _open(dom.pk)
+        found = open_drifts(dom.pk)
         assert set(found) == {("live", "vcpupin 1"), ("config", "vcpu_quota")}, found
         page = op.get(f"/guests/{dom.pk}/").content.decode()
         assert "data-propose-remediation" in page and "vcpupin 1" in page
@@ -69,7 +62,7 @@ def test_proposed_remediation_approved_by_someone_else_puts_the_values_back_and_
         crs = proposed.json()["change_requests"]
         # Live and config want different content: one request each, both pending approval.
         assert sorted(cr["scope"] for cr in crs) == ["config", "live"] and {cr["status"] for cr in crs} == {"pending"}
-        assert {d.remediation_id for d in _open(dom.pk).values()} == {cr["id"] for cr in crs}
+        assert {d.remediation_id for d in open_drifts(dom.pk).values()} == {cr["id"] for cr in crs}
         again = op.post("/api/drift/remediate/", {"domain": dom.pk}, content_type="application/json")
         assert again.status_code == 400 and "already on its way" in str(again.json())
         assert op.post(f"/api/change-requests/{crs[0]['id']}/approve/").status_code == 403  # four eyes
@@ -80,7 +73,7 @@ def test_proposed_remediation_approved_by_someone_else_puts_the_values_back_and_
         assert "vcpu_quota     : 50000" in virsh(uri, "schedinfo", name, "--config")
 
         sync_host(dom.host_id)  # the next verification
-        assert _open(dom.pk) == {}
+        assert open_drifts(dom.pk) == {}
         for drift in Drift.objects.filter(domain=dom):
             assert drift.resolution == f"Holds the desired value again: CR-{drift.remediation_id} put it back."
         assert op.post("/api/drift/remediate/", {"domain": dom.pk}, content_type="application/json").status_code == 400
