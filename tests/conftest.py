@@ -23,10 +23,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from hosts.harness.fleet import Fleet, test_fleet
+from hosts.harness.guests import tuning_fingerprints
 from hosts.harness.postgres import database_url
 from hosts.harness.processes import port_open
 from hosts.inventory import create_host, sync_host
 from hosts.libvirt import connection
+from hosts.libvirt.errors import VirtError
 from hosts.models import Host
 from hosts.roles import ADMIN, APPROVER, OPERATOR, VIEWER, ensure_role_groups
 
@@ -241,6 +243,37 @@ def fleet_hosts(fleet: Fleet, db: None) -> list[Host]:
         assert result.ok, result.error
         hosts.append(Host.objects.get(pk=host.pk))
     return hosts
+
+
+_PRISTINE: dict[str, dict[str, str]] = {}  # per host URI: each fleet guest's tuning as the fleet made it
+
+
+@pytest.fixture(autouse=True)
+def _pristine_fleet_guests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that uses the fleet gets its guests as the fleet made them, whatever earlier tests did.
+
+    After such a test, each guest whose pins, caps or vCPUs (live or config) differ from the fingerprint
+    taken when the fleet first came up is defined again from its spec and restarted (a test that changes a
+    guest through libvirt and does not put it back would otherwise leave it so for every later test).
+    A host whose daemon a test stopped is skipped (the next test's fleet start brings it back).
+    """
+    if "fleet" not in request.fixturenames:
+        yield
+        return
+    the_fleet: Fleet = request.getfixturevalue("fleet")
+    for member in the_fleet.members:
+        if member.uri not in _PRISTINE:  # once per run: from the specs, whatever an aborted earlier run left
+            member.reset_guests(member.guest_names)
+            _PRISTINE[member.uri] = tuning_fingerprints(member.uri, member.guest_names)
+    yield
+    for member in the_fleet.members:
+        try:
+            now = tuning_fingerprints(member.uri, member.guest_names)
+            changed = [name for name, print_ in _PRISTINE[member.uri].items() if now.get(name) != print_]
+            if changed:
+                member.reset_guests(changed)
+        except VirtError:
+            continue
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape
 
 from hosts.harness.guests import (
     define_and_start,
+    destroy_and_undefine,
     list_domain_names,
     remove_every_guest,
     start_if_stopped,
@@ -299,6 +300,15 @@ class FleetHost:
                 define_and_start(self.uri, self.guest_xml(spec), start=spec.autostart)
             elif spec.autostart:
                 start_if_stopped(self.uri, name)
+
+    def reset_guests(self, names: list[str]) -> None:
+        """Put these guests back as their specs define them (pins, caps, vCPUs), live and in the config.
+
+        They are stopped, undefined and defined again from their spec (a new UUID) and started as at first.
+        """
+        for name in names:
+            destroy_and_undefine(self.uri, name)
+        self.ensure_guests()
 
 
 @dataclass

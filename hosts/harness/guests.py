@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import libvirt
 
 from hosts.libvirt.connection import RoundTrips, connect
@@ -71,3 +73,33 @@ def remove_every_guest(uri: str) -> list[str]:
             if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
                 problems.append(f"{name}: {exc.message}")
     return problems
+
+
+_TUNING_PARTS = re.compile(
+    r"<vcpu\b[^>]*>.*?</vcpu>|<vcpus>.*?</vcpus>|<iothreads>.*?</iothreads>|<cputune>.*?</cputune>", re.S
+)
+
+
+def tuning_fingerprints(uri: str, names: list[str]) -> dict[str, str]:
+    """Each named guest's CPU tuning as libvirt shows it, live and in the persistent config (for tests).
+
+    The vCPU count, I/O threads and ``<cputune>`` of the live and the inactive XML, plus whether the guest
+    runs: two guests with the same fingerprint have the same pins, caps and vCPUs. A missing guest has none.
+    """
+    conn = connect(uri)
+    rt = RoundTrips(uri)
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            dom = rt.call(conn.lookupByName, name)
+        except PermanentVirtError as exc:
+            if exc.code != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            continue
+        active = rt.call(dom.isActive)
+        live = rt.call(dom.XMLDesc, 0) if active else ""
+        config = rt.call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        out[name] = "\n".join(
+            [f"active={active}", *_TUNING_PARTS.findall(live), "--config--", *_TUNING_PARTS.findall(config)]
+        )
+    return out

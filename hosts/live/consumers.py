@@ -202,14 +202,16 @@ class GuestChartConsumer(ChartConsumer):
     """A guest's chart: per-vCPU load and delay, emulator overhead, its caps and change markers."""
 
     kind = push.GUEST
+    isolation_sent: dict[str, Any] | None = None  # the score last sent to this page
 
     def describe(self, object_id: int) -> dict[str, Any] | None:
         domain = Domain.objects.filter(pk=object_id).values("pk", "name", "host_id").first()
         if domain is None:
             return None
         markers = _markers(AuditEvent.objects.filter(domain_id=object_id))
+        self.isolation_sent = isolation(object_id)
         return {
-            "isolation": isolation(object_id),
+            "isolation": self.isolation_sent,
             "name": domain["name"],
             "host_down": _host_down(self.kind, object_id, domain["host_id"]),
             "caps": current_caps(object_id) or {},
@@ -219,10 +221,13 @@ class GuestChartConsumer(ChartConsumer):
         }
 
     async def every_few_seconds(self, rounds: int) -> None:
-        """Refresh the guest's isolation score every ``ISOLATION_REFRESH_ROUNDS`` rounds (it moves slowly)."""
+        """Refresh the guest's isolation score every ``ISOLATION_REFRESH_ROUNDS`` rounds (it moves slowly); only
+        a score that changed is sent, so an idle page's socket stays quiet."""
         if rounds % ISOLATION_REFRESH_ROUNDS == 0:
             found = await sync_to_async(isolation, thread_sensitive=False)(self.object_id)
-            await self.send(text_data=json.dumps({"type": "isolation", "isolation": found}))
+            if found != self.isolation_sent:
+                self.isolation_sent = found
+                await self.send(text_data=json.dumps({"type": "isolation", "isolation": found}))
 
     async def live_marker(self, event: dict[str, Any]) -> None:
         """Draw the marker, then the caps the change left behind, in force from the marker on."""
