@@ -141,8 +141,14 @@ def store_reads(reads: Sequence[HostRead]) -> list[SyncResult]:
     inventories stored (together, see store_inventories), those that did not are marked down."""
     results = []
     answered: list[tuple[int, Inventory]] = []
+    # A host removed while it was being read is left alone (its row locked, so a removal waits for this store).
+    registered = set(
+        Host.objects.select_for_update().filter(pk__in=[h.pk for h, _ in reads]).values_list("pk", flat=True)
+    )
     for host, got in reads:
-        if isinstance(got, VirtError):
+        if host.pk not in registered:
+            results.append(SyncResult(host.pk, ok=False, error="the host was removed while it was being read"))
+        elif isinstance(got, VirtError):
             mark_host_down(host.pk, got)
             results.append(SyncResult(host.pk, ok=False, error=got.message))
         else:

@@ -327,3 +327,20 @@ def test_a_host_with_a_change_in_progress_is_not_removed(
     ApplyJob.objects.filter(change_request=cr).update(status=ApplyJob.Status.DONE)
     assert admin.delete(f"/api/hosts/{host.pk}/").status_code == 204
     assert not Host.objects.filter(pk=host.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_host_removed_while_it_is_being_read_gets_nothing_stored(fleet_hosts: list[Host], admin_user: User) -> None:
+    from django.db import transaction
+
+    from hosts.host_lifecycle import remove_host
+    from hosts.inventory import begin_reading_hosts, store_reads
+
+    host = fleet_hosts[2]
+    reads = begin_reading_hosts([host.pk])()  # the read finished; the removal lands before it is stored
+    remove_host(host.pk, actor=admin_user)
+    with transaction.atomic():
+        [result] = store_reads(reads)
+    assert not result.ok and "removed" in result.error
+    assert not Domain.objects.filter(host_id=host.pk).exists(), "the removed host's guests came back"
+    assert Host.all_objects.get(pk=host.pk).removed_at is not None
